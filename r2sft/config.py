@@ -77,7 +77,9 @@ def load_yaml_config(path: str | Path, dataclass_types: tuple[type, ...]) -> dic
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error}).") from error
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}.")
+        raise ConfigError(
+            f"{path}: expected a mapping of option: value, got {type(values).__name__}."
+        )
     hints = _field_types(dataclass_types)
     for key, value in values.items():
         if key not in hints:
@@ -109,7 +111,9 @@ def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
     """
     argv = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(dataclass_types)
-    parser.add_argument("--config", type=str, default=None, help="YAML file of option: value pairs.")
+    parser.add_argument(
+        "--config", type=str, default=None, help="YAML file of option: value pairs."
+    )
     known, _ = parser.parse_known_args(argv)
     if known.config is not None:
         parser.set_defaults(**load_yaml_config(known.config, dataclass_types))

@@ -30,12 +30,8 @@ def test_llada_loss_matches_hand_computation():
     vocab = 4
     logits = torch.zeros(2, 5, vocab)
     labels = torch.tensor([[0, 1, 2, 3, 0], [1, 1, 1, 1, 1]])
-    answer = torch.tensor(
-        [[False, False, False, True, True], [False, True, True, True, True]]
-    )
-    masked = torch.tensor(
-        [[False, False, False, True, False], [False, True, False, True, False]]
-    )
+    answer = torch.tensor([[False, False, False, True, True], [False, True, True, True, True]])
+    masked = torch.tensor([[False, False, False, True, False], [False, True, False, True, False]])
     t = torch.tensor([0.5, 0.25])
     expected = ((1 * math.log(4) / 0.5) / 2 + (2 * math.log(4) / 0.25) / 4) / 2
     assert llada_loss(logits, labels, masked, t, answer).item() == pytest.approx(expected)

@@ -9,8 +9,9 @@ scores a decoded response. Tasks register themselves by name so configs can say
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,278 @@
+"""The embedded arithmetic task: procedurally generated word problems in GSM8K format.
+
+A problem starts with a quantity and applies 2-4 operations (+, -, x, /) to it, every
+intermediate result a non-negative integer no larger than :data:`MAX_VALUE`. The worked
+solution has one equation per step and a final line ``#### N``, exactly like GSM8K::
+
+    question: Mia has 12 marbles. She finds 7 more. She gives away 5 of them.
+              How many marbles does Mia have now?
+    answer:   12 + 7 = 19
+              19 - 5 = 14
+              #### 14
+
+Splits are disjoint by construction: a problem's split is a hash of its arithmetic (start
+value and operation sequence), not of its wording, so no test problem's computation is
+ever seen in training under another name or object. Everything is deterministic from a
+seed. ``data/arith/{train,dev,test}.jsonl`` are written by :func:`write_splits`
+(``python -m r2sft.tasks.arith``); pretraining draws fresh train problems on the fly
+with :func:`iter_problems`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from r2sft.paths import EMBEDDED_TASK_DIR
+from r2sft.tasks.base import Example, Task, register_task
+
+# Difficulty knobs: sized so a ~5M-parameter model learns the task imperfectly in ~40 CPU
+# minutes (1-token-per-step accuracy between 50% and 95%).
+MAX_VALUE = 200
+MAX_START = 40
+MAX_OPERAND = 30  # largest number added or subtracted
+MAX_PRODUCT_BASE = 20  # only values up to this are multiplied (by 2-5)
+SPLITS = ("train", "dev", "test")
+# Share of the arithmetic-signature hash space given to each held-out split.
+_HELD_OUT_BUCKETS = {"test": range(0, 5), "dev": range(5, 10)}
+_NUM_BUCKETS = 100
+# Sizes of the shipped split files (train is also generated on the fly for pretraining).
+SPLIT_SIZES = {"train": 2000, "dev": 200, "test": 500}
+SPLIT_SEEDS = {"train": 1, "dev": 2, "test": 3}
+
+_NAMES = [
+    ("Mia", "She"), ("Tom", "He"), ("Ava", "She"), ("Leo", "He"), ("Zoe", "She"),
+    ("Sam", "He"), ("Ivy", "She"), ("Max", "He"), ("Lily", "She"), ("Ben", "He"),
+    ("Emma", "She"), ("Jack", "He"), ("Nora", "She"), ("Owen", "He"), ("Ruby", "She"),
+    ("Luke", "He"),
+]  # fmt: skip
+_OBJECTS = [
+    "apples", "marbles", "stickers", "books", "coins", "cards", "pencils", "shells",
+    "stamps", "cookies", "toys", "beads", "flowers", "eggs", "candies", "rocks",
+]  # fmt: skip
+# Sentence templates per operation; {n} is the operand, {p} the pronoun, {o} the objects.
+_TEMPLATES = {
+    "+": [
+        "{p} buys {n} more.",
+        "{p} finds {n} more.",
+        "A friend gives {p_obj} {n} more.",
+        "{p} gets {n} more {o}.",
+    ],
+    "-": [
+        "{p} gives away {n} of them.",
+        "{p} loses {n} {o}.",
+        "{p} sells {n} of them.",
+        "{p} gives {n} {o} to a friend.",
+    ],
+    "*": [
+        "{p} ends up with {n} times as many {o}.",
+        "Then the number of {o} is multiplied by {n}.",
+    ],
+    "/": [
+        "{p} splits the {o} into {n} equal groups and keeps one group.",
+        "{p} shares them equally among {n} kids, keeping one share.",
+    ],
+}
+_SYMBOL = {"+": "+", "-": "-", "*": "*", "/": "/"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One generated problem: its arithmetic, its wording and its worked solution."""
+
+    start: int
+    ops: tuple[tuple[str, int], ...]
+    question: str
+    answer: str  # GSM8K style: one equation per line, then "#### N"
+    result: int
+
+    @property
+    def signature(self) -> str:
+        """The arithmetic alone, independent of names and objects (what splits hash)."""
+        return f"{self.start}" + "".join(f"{op}{n}" for op, n in self.ops)
+
+
+def split_of(signature: str) -> str:
+    """Which split owns a problem with this arithmetic signature (stable across runs)."""
+    bucket = int(hashlib.sha256(signature.encode()).hexdigest(), 16) % _NUM_BUCKETS
+    for split, buckets in _HELD_OUT_BUCKETS.items():
+        if bucket in buckets:
+            return split
+    return "train"
+
+
+def _apply(op: str, value: int, operand: int) -> int:
+    if op == "+":
+        return value + operand
+    if op == "-":
+        return value - operand
+    if op == "*":
+        return value * operand
+    return value // operand
+
+
+def _pick_operation(rng: random.Random, value: int) -> tuple[str, int]:
+    """An operation whose result stays a non-negative integer <= MAX_VALUE."""
+    while True:
+        op = rng.choice("++--*/")
+        if op == "+" and value < MAX_VALUE - 1:
+            return op, rng.randint(2, min(MAX_OPERAND, MAX_VALUE - value))
+        if op == "-" and value >= 3:
+            return op, rng.randint(1, min(MAX_OPERAND, value - 1))
+        if op == "*" and 2 <= value <= MAX_PRODUCT_BASE:
+            return op, rng.randint(2, min(5, MAX_VALUE // value))
+        if op == "/":
+            divisors = [d for d in range(2, 6) if value % d == 0 and value // d >= 1]
+            if divisors and value >= 4:
+                return op, rng.choice(divisors)
+
+
+def generate_problem(rng: random.Random) -> Problem:
+    """Draw one problem with 2-4 operations from ``rng``."""
+    name, pronoun = rng.choice(_NAMES)
+    objects = rng.choice(_OBJECTS)
+    pronoun_obj = "her" if pronoun == "She" else "him"
+    value = rng.randint(2, MAX_START)
+    start = value
+    sentences = [f"{name} has {value} {objects}."]
+    equations = []
+    ops = []
+    for _ in range(rng.randint(2, 4)):
+        op, operand = _pick_operation(rng, value)
+        new_value = _apply(op, value, operand)
+        template = rng.choice(_TEMPLATES[op])
+        sentences.append(template.format(p=pronoun, p_obj=pronoun_obj, n=operand, o=objects))
+        equations.append(f"{value} {_SYMBOL[op]} {operand} = {new_value}")
+        ops.append((op, operand))
+        value = new_value
+    sentences.append(f"How many {objects} does {name} have now?")
+    answer = "\n".join([*equations, f"#### {value}"])
+    return Problem(start, tuple(ops), " ".join(sentences), answer, value)
+
+
+def iter_problems(seed: int, split: str = "train") -> Iterator[Problem]:
+    """An endless, deterministic stream of the problems of ``split`` drawn from ``seed``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown arith split {split!r}; use one of {', '.join(SPLITS)}")
+    rng = random.Random(f"arith-{seed}")
+    while True:
+        problem = generate_problem(rng)
+        if split_of(problem.signature) == split:
+            yield problem
+
+
+def make_split(split: str, size: int, seed: int) -> list[Problem]:
+    """``size`` problems of ``split`` with distinct arithmetic, deterministic from ``seed``."""
+    seen: set[str] = set()
+    problems = []
+    for problem in iter_problems(seed, split):
+        if problem.signature not in seen:
+            seen.add(problem.signature)
+            problems.append(problem)
+            if len(problems) == size:
+                return problems
+    raise AssertionError("unreachable: iter_problems is endless")
+
+
+def write_splits(out_dir: Path = EMBEDDED_TASK_DIR) -> dict[str, Path]:
+    """Write ``{train,dev,test}.jsonl`` (GSM8K fields ``question`` / ``answer``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split in SPLITS:
+        path = out_dir / f"{split}.jsonl"
+        with path.open("w") as f:
+            for problem in make_split(split, SPLIT_SIZES[split], SPLIT_SEEDS[split]):
+                f.write(json.dumps({"question": problem.question, "answer": problem.answer}))
+                f.write("\n")
+        paths[split] = path
+    return paths
+
+
+_FINAL_ANSWER = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a GSM8K-style response: the last ``#### N``, else the last number."""
+    found = _FINAL_ANSWER.findall(text) or _NUMBER.findall(text)
+    return found[-1].replace(",", "") if found else None
+
+
+def answers_match(predicted: str | None, reference: str) -> bool:
+    """Numeric comparison (``14``, ``14.0`` and ``1,4`` style commas all normalised)."""
+    if predicted is None:
+        return False
+    try:
+        return abs(float(predicted) - float(reference.replace(",", ""))) < 1e-6
+    except ValueError:
+        return False
+
+
+def read_jsonl(path: Path) -> list[dict[str, str]]:
+    """Rows of a GSM8K-format JSONL file, each checked for ``question`` and ``answer``."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; regenerate the arith splits with `python -m r2sft.tasks.arith`"
+        )
+    rows = []
+    with path.open() as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: invalid JSON ({error})") from error
+            missing = [key for key in ("question", "answer") if key not in row]
+            if missing:
+                raise ValueError(f"{path}:{line_number}: missing key(s) {missing}")
+            rows.append(row)
+    return rows
+
+
+@register_task("arith")
+class ArithTask(Task):
+    """The embedded arithmetic word-problem task (files under ``data/arith``)."""
+
+    def __init__(self, path: str | Path = EMBEDDED_TASK_DIR) -> None:
+        self.path = Path(path)
+
+    def load(self, split: str, limit: int | None = None) -> list[Example]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown arith split {split!r}; use one of {', '.join(SPLITS)}")
+        rows = read_jsonl(self.path / f"{split}.jsonl")[:limit]
+        examples = []
+        for index, row in enumerate(rows):
+            final = _FINAL_ANSWER.findall(row["answer"])
+            if not final:
+                raise ValueError(
+                    f"{self.path / f'{split}.jsonl'}:{index + 1}: answer has no final '#### N'"
+                )
+            reference = final[-1].replace(",", "")
+            meta = {"solution": row["answer"]}
+            examples.append(Example(f"arith-{split}-{index}", row["question"], reference, meta))
+        return examples
+
+    def user_message(self, example: Example) -> str:
+        return example.question
+
+    def is_correct(self, example: Example, response: str) -> bool:
+        return answers_match(extract_answer(response), example.reference)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write the arith task's split files.")
+    parser.add_argument("--out", type=Path, default=EMBEDDED_TASK_DIR)
+    args = parser.parse_args()
+    for split, path in write_splits(args.out).items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()
