@@ -1,0 +1,328 @@
+"""r2sft's LLaDA: a bidirectional Llama-style masked-diffusion LM.
+
+Why not the official ``modeling_llada.py`` (trust_remote_code)? It breaks under transformers
+5.x, ignores the padding attention mask (batched decoding is wrong), has no gradient
+checkpointing, and builds its layers on CPU explicitly (an 8B model is materialised before
+loading). This implementation keeps the official module tree and parameter names
+(``model.transformer.wte``, ``model.transformer.blocks.{i}.{attn_norm,q_proj,k_proj,v_proj,
+attn_out,ff_norm,ff_proj,up_proj,ff_out}``, ``model.transformer.ln_f``,
+``model.transformer.ff_out``) so official checkpoints load unchanged, and matches the official
+logits (tests/fixtures/llada_official).
+
+Numerics follow the official code: RMSNorm computed in fp32 and cast back before the weight;
+half-split ("rotate_half") RoPE computed in fp32 when ``rope_full_precision``; SwiGLU MLP
+``ff_out(silu(ff_proj(x)) * up_proj(x))``; no attention scale other than 1/sqrt(head_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import MaskedLMOutput
+
+from r2sft.modeling.configuration_llada import LLaDAConfig
+
+try:  # transformers >= 5: init functions that skip tensors already loaded from a checkpoint.
+    from transformers import initialization as _init
+except ImportError:  # transformers 4.x guards per module (`_is_hf_initialized`) instead.
+    _init = torch.nn.init
+
+# Keyword arguments callers such as the HF Trainer pass that carry no meaning for this model.
+_IGNORED_FORWARD_KWARGS = frozenset({"num_items_in_batch", "return_dict", "output_attentions"})
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMSNorm as LLaDA computes it: normalise in fp32, cast back, then scale (and shift)."""
+
+    def __init__(self, size: int, eps: float, affine: bool = True, bias: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(size)) if affine and bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_dtype = x.dtype
+        x = x.float()
+        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(in_dtype)
+        if self.weight is None:
+            return x
+        x = self.weight * x
+        return x + self.bias if self.bias is not None else x
+
+
+def rope_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables of shape (B, 1, L, head_dim) for half-split RoPE.
+
+    Computed per forward from the positions (a few KB) rather than cached in a buffer, so no
+    buffer needs initialising after meta-device loading and any position ids work.
+    """
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
+    )
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, L, head_dim / 2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, L, D) queries or keys; math in the tables' dtype, result in x's dtype."""
+    x_rot = x.to(cos.dtype)
+    return ((x_rot * cos) + (_rotate_half(x_rot) * sin)).to(x.dtype)
+
+
+class LLaDALlamaBlock(GradientCheckpointingLayer):
+    """One pre-norm transformer block; parameter names are those of the official checkpoints.
+
+    Subclassing GradientCheckpointingLayer makes ``model.gradient_checkpointing_enable()``
+    (and ``TrainingArguments(gradient_checkpointing=True)``) recompute this block in backward.
+    """
+
+    def __init__(self, config: LLaDAConfig, layer_id: int) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.effective_n_kv_heads
+        self.head_dim = config.head_dim
+        self.rope_full_precision = config.rope_full_precision
+        self.attention_dropout = config.attention_dropout
+        qkv_bias = bool(config.include_bias or config.include_qkv_bias)
+        norm_bias = (
+            config.include_bias
+            if config.bias_for_layer_norm is None
+            else config.bias_for_layer_norm
+        )
+        hidden = config.ffn_hidden_size
+
+        def norm() -> LLaDARMSNorm:
+            return LLaDARMSNorm(
+                config.d_model, config.rms_norm_eps, config.layer_norm_with_affine, norm_bias
+            )
+
+        self.attn_norm = norm()
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(config.d_model, config.d_model, bias=config.include_bias)
+        self.ff_norm = norm()
+        self.ff_proj = nn.Linear(config.d_model, hidden, bias=config.include_bias)  # gated by SiLU
+        self.up_proj = nn.Linear(config.d_model, hidden, bias=config.include_bias)
+        self.ff_out = nn.Linear(hidden, config.d_model, bias=config.include_bias)
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch, length, width = hidden_states.shape
+        normed = self.attn_norm(hidden_states)
+        q = self.q_proj(normed).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        attn = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            is_causal=False,  # masked diffusion: every position sees every real position
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        attn = attn.transpose(1, 2).reshape(batch, length, width)
+        hidden_states = hidden_states + self.dropout(self.attn_out(attn))
+
+        normed = self.ff_norm(hidden_states)
+        mlp = self.ff_out(F.silu(self.ff_proj(normed)) * self.up_proj(normed))
+        return hidden_states + self.dropout(mlp)
+
+
+class LLaDAModel(nn.Module):
+    """The transformer body plus head; an ``nn.Module`` under ``LLaDAModelLM.model`` so that
+    parameter names keep the official ``model.transformer.*`` prefix."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.padded_vocab_size, config.d_model),
+                "emb_drop": nn.Dropout(config.embedding_dropout),
+                "ln_f": LLaDARMSNorm(
+                    config.d_model,
+                    config.rms_norm_eps,
+                    config.layer_norm_with_affine,
+                    config.include_bias
+                    if config.bias_for_layer_norm is None
+                    else config.bias_for_layer_norm,
+                ),
+                "blocks": nn.ModuleList(
+                    LLaDALlamaBlock(config, layer_id) for layer_id in range(config.n_layers)
+                ),
+            }
+        )
+        if not config.weight_tying:
+            self.transformer["ff_out"] = nn.Linear(
+                config.d_model, config.padded_vocab_size, bias=config.include_bias
+            )
+
+
+def _attention_mask_for_sdpa(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Turn a (B, L) padding mask (1 = real token) into a (B, 1, 1, L) boolean SDPA mask.
+
+    A 4-D mask (boolean, or additive float) is passed through unchanged. A row with no real
+    token at all attends everywhere instead of producing NaNs (SDPA on an all-False row).
+    """
+    if attention_mask.dim() == 4:
+        return attention_mask
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            "attention_mask must be (batch, length) or 4-D, got shape "
+            f"{tuple(attention_mask.shape)}"
+        )
+    keep = attention_mask.bool()
+    keep = keep | ~keep.any(dim=-1, keepdim=True)
+    return keep[:, None, None, :]
+
+
+class LLaDAModelLM(PreTrainedModel):
+    """LLaDA masked-diffusion LM with bidirectional SDPA attention.
+
+    ``forward(input_ids, attention_mask=None)`` returns ``.logits`` of shape
+    ``(batch, length, vocab_size)``. ``attention_mask`` is the usual padding mask (1 = real,
+    0 = padding; left or right padding both work); position ids default to the count of real
+    tokens before each position, so a padded row gets exactly the positions of its unpadded self.
+    """
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["LLaDALlamaBlock"]
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__(config)
+        config.check_supported()
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            _init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                _init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            _init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, LLaDARMSNorm):
+            if module.weight is not None:
+                _init.ones_(module.weight)
+            if module.bias is not None:
+                _init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        # With weight_tying the head is the embedding matrix itself (no separate module).
+        return None if self.config.weight_tying else self.model.transformer.ff_out
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        if self.config.weight_tying:
+            raise ValueError("LLaDA with weight_tying=True has no separate output head to set.")
+        self.model.transformer.ff_out = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """Bidirectional forward pass.
+
+        Args:
+            input_ids: (B, L) token ids (or pass ``inputs_embeds`` (B, L, d_model)).
+            attention_mask: (B, L) padding mask, 1 = real token; or a 4-D SDPA mask.
+            position_ids: (B, L) RoPE positions; default from ``attention_mask`` (see class doc).
+            labels: (B, L) targets, -100 = ignore; the loss is the plain mean token
+                cross-entropy at labelled positions (no shift: every position predicts itself).
+                Masked-diffusion objectives (1/t weighting) live in ``r2sft.training``.
+            output_hidden_states: also return the input of every block and the final normed state.
+            use_cache: accepted for API compatibility; LLaDA keeps no KV cache here.
+        """
+        unknown = set(kwargs) - _IGNORED_FORWARD_KWARGS
+        if unknown:
+            raise TypeError(f"LLaDAModelLM.forward got unexpected arguments: {sorted(unknown)}")
+        if kwargs.get("output_attentions"):
+            raise ValueError("LLaDAModelLM does not return attention weights (it uses SDPA).")
+        if use_cache:
+            raise ValueError("LLaDAModelLM has no KV cache; call it with use_cache=False/None.")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        config = self.config
+        body = self.model.transformer
+
+        hidden = body.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        if config.input_emb_norm:
+            hidden = hidden * (config.d_model**0.5)
+        hidden = body.emb_drop(hidden)
+        batch, length = hidden.shape[:2]
+
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            else:
+                position_ids = torch.arange(length, device=hidden.device).expand(batch, length)
+        rope_dtype = torch.float32 if config.rope_full_precision else hidden.dtype
+        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, rope_dtype)
+        sdpa_mask = None if attention_mask is None else _attention_mask_for_sdpa(attention_mask)
+
+        all_hidden = [] if output_hidden_states else None
+        for block in body.blocks:
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            hidden = block(hidden, cos, sin, sdpa_mask)
+        hidden = body.ln_f(hidden)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+
+        head_weight = body.wte.weight if config.weight_tying else None
+        logits = F.linear(hidden, head_weight) if head_weight is not None else body.ff_out(hidden)
+        if config.scale_logits:
+            logits = logits * (1.0 / config.d_model**0.5)
+        if logits.shape[-1] > config.vocab_size:
+            # embedding_size pads the matrix for throughput; the padding rows are no tokens.
+            logits = logits[..., : config.vocab_size]
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+            )
+        return MaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
