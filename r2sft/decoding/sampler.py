@@ -1,0 +1,251 @@
+"""Batched masked-diffusion decoding with the baseline policies and the R² rules.
+
+Prompts of different lengths are left-padded into one canvas ``[pad | prompt | MASK x G]``
+with an attention mask, so every row's generated region sits at the same columns. Each
+row moves through its own blocks and leaves the forward batch as soon as its canvas is
+full; the only host sync per forward is reading which rows are still running. Why not a
+library: transformers' ``generate`` is autoregressive, and the public dLLM samplers
+(LLaDA, Fast-dLLM, R²-dLLM) are batch-size-1 loops with a sync per position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+
+from r2sft.decoding.config import DecoderConfig
+from r2sft.decoding.rules import (
+    CommitRule,
+    TemporalState,
+    chosen_confidence,
+    confidence_cluster_commit,
+    factor_commit,
+    fixed_commit,
+    temporal_commit,
+    threshold_commit,
+    token_cluster_commit,
+)
+from r2sft.decoding.trace import DecodeResult, Trace
+
+
+class DecodeSpec(Protocol):
+    """The token facts the sampler needs (``r2sft.specs.ModelSpec`` provides them)."""
+
+    mask_token_id: int
+    pad_token_id: int
+    shifted_logits: bool
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(prompt) for prompt in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if len(prompt):
+            ids[row, width - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
+            attention[row, width - len(prompt) :] = 1
+    return ids, attention
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    spec: DecodeSpec,
+    prompts: Sequence[Sequence[int]],
+    config: DecoderConfig,
+    seeds: Sequence[int] | None = None,
+    batch_size: int | None = None,
+) -> DecodeResult:
+    """Decode ``gen_length`` tokens after each prompt.
+
+    Args:
+        model: callable ``model(input_ids, attention_mask=...)`` returning an object with
+            ``.logits`` of shape ``[B, T, V]`` (a bidirectional masked-diffusion LM).
+        spec: supplies ``mask_token_id``, ``pad_token_id`` and ``shifted_logits``.
+        prompts: token ids per prompt (chat template already applied), any lengths.
+        config: the decoder settings.
+        seeds: one seed per prompt for Gumbel sampling / random token clusters (default:
+            the prompt's index). A row's output depends only on its prompt, seed and config.
+        batch_size: decode at most this many prompts per forward batch (default: all).
+
+    Returns:
+        A :class:`DecodeResult` with one row per prompt, on CPU.
+    """
+    config.validate()
+    if len(prompts) == 0:
+        raise ValueError("generate() got no prompts")
+    if any(len(prompt) == 0 for prompt in prompts):
+        raise ValueError("generate() got an empty prompt; every prompt needs >= 1 token")
+    if seeds is None:
+        seeds = list(range(len(prompts)))
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+    size = batch_size or len(prompts)
+    results = [
+        _generate_batch(model, spec, prompts[i : i + size], config, seeds[i : i + size])
+        for i in range(0, len(prompts), size)
+    ]
+    return DecodeResult.concatenate(results)
+
+
+def _candidates(
+    logits: torch.Tensor,
+    config: DecoderConfig,
+    generators: list[torch.Generator] | None,
+    rows: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate token and its fp32 probability per position ([n, L, V] -> [n, L] x2)."""
+    logits = logits.float()
+    if config.temperature == 0:
+        cand = logits.argmax(dim=-1)
+    else:
+        # Gumbel-max in fp64 (low-precision Gumbel noise hurts dLLM sampling, arXiv
+        # 2409.02908); one noise draw per row from that row's generator keeps a row's
+        # sample independent of the batch it is decoded in.
+        picks = []
+        for index, row in enumerate(rows):
+            uniform = torch.rand(
+                logits.shape[1:], generator=generators[row], dtype=torch.float64,
+                device=logits.device,
+            )  # fmt: skip
+            gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+            picks.append((logits[index].double() + config.temperature * gumbel).argmax(-1))
+        cand = torch.stack(picks)
+    return cand, chosen_confidence(logits, cand)
+
+
+def _generate_batch(
+    model: Any,
+    spec: DecodeSpec,
+    prompts: Sequence[Sequence[int]],
+    config: DecoderConfig,
+    seeds: Sequence[int],
+) -> DecodeResult:
+    device = _model_device(model)
+    rows, gen, block = len(prompts), config.gen_length, config.block_length
+    num_blocks = config.num_blocks
+    mask_id = spec.mask_token_id
+    prompt_ids, prompt_attention = _left_pad(prompts, spec.pad_token_id)
+    width = prompt_ids.shape[1]
+    canvas = torch.cat([prompt_ids, torch.full((rows, gen), mask_id)], dim=1).to(device)
+    attention = torch.cat([prompt_attention, torch.ones(rows, gen, dtype=torch.long)], dim=1)
+    attention = attention.to(device)
+    # Shifted-logit models (Dream) predict position i from output row i - 1.
+    first_column = width - int(bool(spec.shifted_logits))
+
+    block_index = torch.zeros(rows, dtype=torch.long, device=device)
+    step_in_block = torch.zeros(rows, dtype=torch.long, device=device)
+    nfe = torch.zeros(rows, dtype=torch.long, device=device)
+    step_map = torch.full((rows, gen), -1, dtype=torch.int32, device=device)
+    rule_map = torch.zeros((rows, gen), dtype=torch.int8, device=device)
+    # At least one token commits per forward, so no row needs more than `gen` forwards.
+    if config.record_trace:
+        trace_top1 = torch.full((rows, gen, block), -1, dtype=torch.int32, device=device)
+        trace_conf = torch.zeros((rows, gen, block), dtype=torch.float32, device=device)
+        trace_block = torch.full((rows, gen), -1, dtype=torch.int32, device=device)
+    temporal = TemporalState.empty(rows, block, device)
+    use_temporal = config.r2 and config.temporal_k > 0
+    needs_rng = config.temperature > 0 or (config.r2 and config.token_cluster_mode == "random")
+    generators = None
+    if needs_rng:
+        generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+    offsets = torch.arange(block, device=device)
+    # Fixed schedule: block masks spread evenly over the block's steps, remainder first.
+    per_step, remainder = divmod(block, config.steps_per_block)
+
+    running = list(range(rows))
+    while running:
+        active = torch.tensor(running, device=device)
+        logits = model(canvas[active], attention_mask=attention[active]).logits
+        gen_positions = block_index[active, None] * block + offsets  # [n, L]
+        batch_rows = torch.arange(len(running), device=device)[:, None]
+        block_logits = logits[batch_rows, first_column + gen_positions]  # [n, L, V]
+        cand, conf = _candidates(block_logits, config, generators, running)
+        current = canvas[active[:, None], width + gen_positions]
+        masked = current == mask_id
+
+        if config.policy == "fixed":
+            num_tokens = per_step + (step_in_block[active] < remainder).long()
+            committed = fixed_commit(conf, masked, num_tokens)
+        elif config.policy == "threshold":
+            committed = threshold_commit(conf, masked, config.threshold)
+        else:
+            committed = factor_commit(conf, masked, config.factor)
+        rule = torch.where(committed, int(CommitRule.BASELINE), 0)
+        if config.r2:
+            masked = masked & ~committed
+            cluster = confidence_cluster_commit(
+                conf, masked, config.window, config.tau_s, config.u_max
+            )
+            rule = torch.where(cluster, int(CommitRule.CONFIDENCE_CLUSTER), rule)
+            masked = masked & ~cluster
+            if config.token_cluster_mode != "none":
+                uniform = None
+                if config.token_cluster_mode == "random":
+                    uniform = torch.stack([
+                        torch.rand(block + 1, generator=generators[row], device=device)
+                        for row in running
+                    ])  # fmt: skip
+                runs = token_cluster_commit(
+                    cand, conf, masked, config.tau_s, config.token_cluster_mode, uniform
+                )
+                rule = torch.where(runs, int(CommitRule.TOKEN_CLUSTER), rule)
+                masked = masked & ~runs
+            if use_temporal:
+                state, final = temporal_commit(
+                    temporal.select(active), cand, conf, masked,
+                    config.temporal_k, config.tau_t, config.temporal_agg,
+                )  # fmt: skip
+                rule = torch.where(final, int(CommitRule.TEMPORAL), rule)
+            committed = rule > 0
+
+        filled = torch.where(committed, cand, current)
+        canvas[active[:, None], width + gen_positions] = filled
+        row_nfe = nfe[active]
+        old_steps = step_map[active[:, None], gen_positions]
+        step_map[active[:, None], gen_positions] = torch.where(
+            committed, row_nfe[:, None].to(torch.int32), old_steps
+        )
+        old_rules = rule_map[active[:, None], gen_positions]
+        rule_map[active[:, None], gen_positions] = torch.where(
+            committed, rule.to(torch.int8), old_rules
+        )
+        if config.record_trace:
+            trace_top1[active, row_nfe] = cand.to(torch.int32)
+            trace_conf[active, row_nfe] = conf
+            trace_block[active, row_nfe] = block_index[active].to(torch.int32)
+
+        nfe[active] = row_nfe + 1
+        block_done = (filled != mask_id).all(dim=-1)
+        if use_temporal:
+            temporal.write(active, state, block_done)
+        step_in_block[active] = torch.where(block_done, 0, step_in_block[active] + 1)
+        new_block = block_index[active] + block_done.long()
+        block_index[active] = new_block
+        # The one host sync of the step: which rows still have blocks to fill.
+        still_running = (new_block < num_blocks).tolist()
+        running = [row for row, keep in zip(running, still_running, strict=True) if keep]
+
+    trace = None
+    if config.record_trace:
+        steps = int(nfe.max())
+        trace = Trace(
+            trace_top1[:, :steps].cpu(), trace_conf[:, :steps].cpu(),
+            trace_block[:, :steps].cpu(), block,
+        )  # fmt: skip
+    return DecodeResult(
+        tokens=canvas[:, width:].cpu(),
+        step_map=step_map.cpu(),
+        rule_map=rule_map.cpu(),
+        nfe=nfe.to(torch.int32).cpu(),
+        trace=trace,
+    )
