@@ -1,0 +1,16 @@
+"""Stage 1: candidate trajectories, correctness, minimal-R_total selection (``collect.py``)."""
+
+from r2sft.collect.config import CollectConfig
+from r2sft.collect.pipeline import candidate_seed, decode_candidates, run_collect
+from r2sft.collect.selection import Selection, select_lowest_redundancy, selection_key, summarize
+
+__all__ = [
+    "CollectConfig",
+    "Selection",
+    "candidate_seed",
+    "decode_candidates",
+    "run_collect",
+    "select_lowest_redundancy",
+    "selection_key",
+    "summarize",
+]

@@ -1,0 +1,203 @@
+"""Settings of a collection run (``collect.py``): what to decode, how many candidates, where.
+
+Every field is a ``--flag`` of ``collect.py`` and a key of its ``--config`` YAML (see
+:func:`r2sft.config.parse_config`). Decoder fields left at None take the value of the
+``decoder`` preset (:func:`r2sft.decoding.decoder_config`); scoring fields left at None
+take :class:`r2sft.decoding.RedundancyConfig`'s defaults. The defaults run on the embedded
+model and task, offline, in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from r2sft.decoding import DecoderConfig, RedundancyConfig, decoder_config
+from r2sft.paths import (
+    EMBEDDED_BLOCK_LENGTH,
+    EMBEDDED_GEN_LENGTH,
+    EMBEDDED_MODEL_DIR,
+    EMBEDDED_TASK,
+)
+
+# Fields that change how the run goes, not what it produces: they may differ between a run
+# and its resumption (everything else must match, or the candidates would mix settings).
+RUNTIME_FIELDS = frozenset(
+    {
+        "num_prompts",
+        "batch_size",
+        "prompts_per_shard",
+        "output_dir",
+        "skip_invalid",
+        "push_to_hub",
+        "hub_private",
+        "scoring_workers",
+        "dist_timeout_s",
+    }
+)
+# CollectConfig field -> RedundancyConfig field for the redundancy measurement.
+SCORE_FIELDS = {
+    "score_window": "window",
+    "score_tau_s": "tau_s",
+    "score_u_max": "u_max",
+    "score_token_cluster_tau": "token_cluster_tau",
+    "score_temporal_k": "temporal_k",
+    "score_tau_t": "tau_t",
+    "lambda_s": "lambda_s",
+    "lambda_t": "lambda_t",
+}
+_DECODER_FIELDS = {f.name for f in dataclasses.fields(DecoderConfig)} - {"record_trace"}
+
+
+def _help(text: str) -> dict[str, Any]:
+    return {"help": text}
+
+
+@dataclass
+class CollectConfig:
+    """One collection run: candidates per prompt, scored and selected by lowest R_total."""
+
+    # --- data and model
+    model: str = field(
+        default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id (a dLLM).")
+    )
+    task: str = field(
+        default=EMBEDDED_TASK, metadata=_help("task name: arith, gsm8k, math, humaneval, mbpp.")
+    )
+    data_path: str | None = field(
+        default=None,
+        metadata=_help("local data file or folder of the task (None: its default / Hub name)."),
+    )
+    split: str = field(default="train", metadata=_help("split of the task to collect on."))
+    num_prompts: int | None = field(
+        default=128, metadata=_help("first N prompts of the split (None: all).")
+    )
+    skip_invalid: bool = field(
+        default=False,
+        metadata=_help("skip (and count) malformed, empty or too long prompts instead of failing."),
+    )
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata=_help("longest allowed prompt (None: model's max length minus gen_length)."),
+    )
+    dtype: str = field(default="auto", metadata=_help("model dtype: auto, bfloat16, float32."))
+    # --- candidates
+    num_candidates: int = field(default=8, metadata=_help("candidates K per prompt."))
+    seed: int = field(
+        default=0, metadata=_help("base seed; candidate seeds derive from (seed, prompt, k).")
+    )
+    temperature: float = field(
+        default=0.5, metadata=_help("Gumbel-noise temperature of the sampled candidates.")
+    )
+    greedy_first: bool = field(
+        default=True, metadata=_help("decode candidate 0 greedily (temperature 0).")
+    )
+    threshold_jitter: float = field(
+        default=0.0,
+        metadata=_help(
+            "offset d: candidates k = 1, 2, 3, ... shift threshold, tau_s and tau_t by "
+            "-d, 0, +d, ... in turn (0: no jitter)."
+        ),
+    )
+    # --- decoder (None: the preset's value)
+    decoder: str = field(
+        default="r2", metadata=_help("decoder preset: fixed, threshold, factor or r2.")
+    )
+    gen_length: int | None = field(default=EMBEDDED_GEN_LENGTH, metadata=_help("canvas length."))
+    block_length: int | None = field(default=EMBEDDED_BLOCK_LENGTH, metadata=_help("block size."))
+    policy: str | None = field(default=None, metadata=_help("fixed | threshold | factor."))
+    steps: int | None = field(default=None, metadata=_help("fixed policy: total steps."))
+    threshold: float | None = field(default=None, metadata=_help("threshold policy tau."))
+    factor: float | None = field(default=None, metadata=_help("factor policy f."))
+    r2: bool | None = field(default=None, metadata=_help("apply the R² rules."))
+    window: int | None = field(default=None, metadata=_help("R² confidence-cluster window."))
+    tau_s: float | None = field(default=None, metadata=_help("R² spatial threshold."))
+    u_max: int | None = field(default=None, metadata=_help("R² committed tokens per window."))
+    token_cluster_mode: str | None = field(
+        default=None, metadata=_help("R² token cluster: confidence | mid | random | none.")
+    )
+    temporal_k: int | None = field(default=None, metadata=_help("R² temporal streak K."))
+    tau_t: float | None = field(default=None, metadata=_help("R² temporal threshold."))
+    temporal_agg: str | None = field(default=None, metadata=_help("R² temporal: last|ave|max."))
+    # --- redundancy measurement (None: RedundancyConfig default)
+    score_window: int | None = field(default=None, metadata=_help("R_s window w."))
+    score_tau_s: float | None = field(default=None, metadata=_help("R_s threshold tau_s."))
+    score_u_max: int | None = field(default=None, metadata=_help("R_s u_max."))
+    score_token_cluster_tau: float | None = field(
+        default=None, metadata=_help("R_s token clusters: count only runs with max conf > it.")
+    )
+    score_temporal_k: int | None = field(default=None, metadata=_help("R_t streak K."))
+    score_tau_t: float | None = field(default=None, metadata=_help("R_t confidence tau_t."))
+    lambda_s: float | None = field(default=None, metadata=_help("weight of R_s in R_total."))
+    lambda_t: float | None = field(default=None, metadata=_help("weight of R_t in R_total."))
+    # --- code tasks
+    sandbox_timeout_s: float = field(default=10.0, metadata=_help("code tests: time limit."))
+    sandbox_memory_mb: int = field(default=1024, metadata=_help("code tests: memory limit."))
+    scoring_workers: int | None = field(
+        default=None, metadata=_help("parallel sandboxes (None: CPU count).")
+    )
+    # --- run
+    output_dir: str = field(
+        default="outputs/collect", metadata=_help("where shards, datasets and summary go.")
+    )
+    batch_size: int = field(default=32, metadata=_help("sequences decoded per forward batch."))
+    prompts_per_shard: int | None = field(
+        default=None,
+        metadata=_help("prompts per shard file / resume unit (None: enough to fill 4 batches)."),
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata=_help("Hub dataset repo for the selected set (token: HF_TOKEN).")
+    )
+    hub_private: bool = field(default=False, metadata=_help("create the Hub repo private."))
+    dist_timeout_s: int = field(
+        default=7200, metadata=_help("how long processes wait for each other at barriers.")
+    )
+
+    def __post_init__(self) -> None:
+        checks = {
+            "num_candidates": self.num_candidates >= 1,
+            "batch_size": self.batch_size >= 1,
+            "num_prompts": self.num_prompts is None or self.num_prompts >= 1,
+            "prompts_per_shard": self.prompts_per_shard is None or self.prompts_per_shard >= 1,
+            "temperature": self.temperature >= 0,
+            "threshold_jitter": 0 <= self.threshold_jitter < 0.5,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"collect config: {key}={getattr(self, key)!r} is out of range "
+                    "(counts >= 1, temperature >= 0, 0 <= threshold_jitter < 0.5)."
+                )
+        self.base_decoder()  # raises a clear error for bad decoder settings now, not mid-run
+
+    def base_decoder(self) -> DecoderConfig:
+        """The decoder preset with this config's overrides (trace on: R_total needs it)."""
+        overrides = {name: getattr(self, name) for name in _DECODER_FIELDS}
+        overrides["temperature"] = None  # set per candidate, see candidate_decoder
+        return decoder_config(self.decoder, **overrides, record_trace=True)
+
+    def redundancy_config(self) -> RedundancyConfig:
+        values = {
+            target: getattr(self, source)
+            for source, target in SCORE_FIELDS.items()
+            if getattr(self, source) is not None
+        }
+        return RedundancyConfig(**values)
+
+    def shard_prompts(self) -> int:
+        """Prompts per shard file: by default enough rows for four forward batches."""
+        if self.prompts_per_shard is not None:
+            return self.prompts_per_shard
+        return max(1, -(-4 * self.batch_size // self.num_candidates))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that determine the candidates; a resumed run must match them."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

@@ -1,0 +1,360 @@
+"""Stage 1 of r2sft: sample candidate trajectories, score them, keep the least redundant
+correct one per prompt (../shared/method.md section 4).
+
+Flow of :func:`run_collect`, on every process started by ``accelerate launch``:
+
+1. Load the task's prompts and the model; render each prompt with the chat template and
+   check it (empty, too long) -> a clear error, or a skip with ``--skip_invalid``.
+2. The main process checks the output directory (a resumed run must have the same
+   settings); all processes then list the prompts already collected and stride the rest
+   between them (``remaining[rank::world]``): no communication beyond two barriers.
+3. Each process decodes its prompts a shard at a time: K candidates per prompt with seeds
+   derived from (seed, prompt id, k), batched across prompts and candidates, then scores
+   correctness and R_total, and writes the shard atomically (``shards.py``).
+4. After a barrier the main process merges all shards into ``candidates/`` and
+   ``selected/``, writes ``summary.json`` and the dataset card, and pushes if asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from r2sft.collect.card import push_selected, render_card
+from r2sft.collect.config import CollectConfig
+from r2sft.collect.selection import select_lowest_redundancy, summarize
+from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
+from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, redundancy
+from r2sft.tasks.base import Example, Task
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidPromptError(ValueError):
+    """A prompt cannot be collected (empty, too long, malformed source line)."""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A checked prompt: its position in the task split, example, chat text and token ids."""
+
+    index: int
+    example: Example
+    text: str
+    ids: list[int]
+
+
+def candidate_seed(base_seed: int, prompt_id: str, candidate: int) -> int:
+    """A 63-bit seed from (run seed, prompt id, candidate index): stable across runs,
+    machines, process counts and batch layouts, so a resumed run redraws nothing."""
+    digest = hashlib.blake2b(f"{base_seed}/{prompt_id}/{candidate}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
+def candidate_decoder(base: DecoderConfig, config: CollectConfig, candidate: int) -> DecoderConfig:
+    """Decoder of candidate ``k``: greedy for k = 0 when ``greedy_first``, else sampled at
+    ``temperature``; with ``threshold_jitter`` d, candidates k >= 1 shift threshold, tau_s
+    and tau_t by -d, 0, +d in turn (clamped to [0.05, 0.999])."""
+    greedy = config.greedy_first and candidate == 0
+    decoder = replace(base, temperature=0.0 if greedy else config.temperature)
+    if config.threshold_jitter > 0 and candidate > 0:
+        offset = config.threshold_jitter * ((candidate - 1) % 3 - 1)
+
+        def shift(value: float) -> float:
+            return min(0.999, max(0.05, value + offset))
+
+        decoder = replace(
+            decoder,
+            threshold=shift(base.threshold),
+            tau_s=shift(base.tau_s),
+            tau_t=shift(base.tau_t),
+        )
+    return decoder
+
+
+def make_task(config: CollectConfig) -> Task:
+    """The configured task, given every option its constructor accepts."""
+    from r2sft.tasks import base as task_base
+    from r2sft.tasks import get_task
+
+    get_task(config.task)  # raises the registry's clear error for an unknown task name
+    factory = task_base._TASKS[config.task]  # no public accessor for the class yet
+    accepted = inspect.signature(factory).parameters
+    wanted = {
+        "path": config.data_path,
+        "skip_invalid": config.skip_invalid,
+        "sandbox_timeout_s": config.sandbox_timeout_s,
+        "sandbox_memory_mb": config.sandbox_memory_mb,
+        "max_workers": config.scoring_workers,
+    }
+    if config.data_path is not None and "path" not in accepted:
+        raise ValueError(f"task {config.task!r} takes no data path; drop --data_path.")
+    options = {k: v for k, v in wanted.items() if k in accepted and v is not None}
+    return get_task(config.task, **options)
+
+
+def model_max_length(model: Any) -> int | None:
+    """Longest sequence the model allows (its config's max positions), None if unbounded."""
+    for key in ("max_sequence_length", "max_position_embeddings", "n_positions"):
+        value = getattr(getattr(model, "config", None), key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def prepare_prompts(
+    task: Task,
+    examples: list[Example],
+    tokenizer: Any,
+    config: CollectConfig,
+    max_length: int | None,
+) -> tuple[list[PromptItem], list[dict[str, str]]]:
+    """Chat-render and tokenise each example; return the valid ones and the invalid ones
+    (id + reason). Without ``skip_invalid`` any invalid prompt raises."""
+    from r2sft.specs import render_prompt
+
+    gen_length = config.base_decoder().gen_length
+    limit = config.max_prompt_tokens
+    if max_length is not None:
+        room = max_length - gen_length
+        limit = room if limit is None else min(limit, room)
+    items, invalid, seen = [], [], set()
+    for index, example in enumerate(examples):
+        if example.id in seen:
+            raise InvalidPromptError(
+                f"task {config.task!r} gives prompt id {example.id!r} twice; ids must be "
+                "unique (they key resumption and selection). Fix the data file."
+            )
+        seen.add(example.id)
+        reason = None
+        if not example.question or not example.question.strip():
+            reason = "empty prompt"
+        else:
+            text = render_prompt(tokenizer, task.user_message(example))
+            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if limit is not None and len(ids) > limit:
+                reason = (
+                    f"prompt has {len(ids)} tokens, more than the {limit} allowed "
+                    f"(model max length {max_length} minus gen_length {gen_length}"
+                    + (
+                        f", --max_prompt_tokens {config.max_prompt_tokens}"
+                        if config.max_prompt_tokens
+                        else ""
+                    )
+                    + ")"
+                )
+        if reason is not None:
+            invalid.append({"prompt_id": example.id, "reason": reason})
+            continue
+        items.append(PromptItem(index, example, text, ids))
+    if invalid and not config.skip_invalid:
+        shown = "; ".join(f"{bad['prompt_id']}: {bad['reason']}" for bad in invalid[:5])
+        raise InvalidPromptError(
+            f"{len(invalid)} invalid prompt(s) in task {config.task!r} split {config.split!r}: "
+            f"{shown}. Fix the data, shorten prompts / gen_length, or pass --skip_invalid."
+        )
+    return items, invalid
+
+
+def response_text(tokenizer: Any, ids: list[int], stop_ids: set[int]) -> str:
+    """The answer text: tokens up to the first end-of-text / end-of-turn, specials dropped."""
+    cut = next((i for i, token in enumerate(ids) if token in stop_ids), len(ids))
+    return tokenizer.decode(ids[:cut], skip_special_tokens=True)
+
+
+def decode_candidates(
+    model: Any,
+    spec: Any,
+    tokenizer: Any,
+    task: Task,
+    items: list[PromptItem],
+    config: CollectConfig,
+    redundancy_config: RedundancyConfig,
+) -> list[dict[str, Any]]:
+    """K scored candidate records for each of ``items`` (in prompt, then k order).
+
+    Rows sharing a decoder config (all of them without threshold jitter, greedy aside) are
+    decoded together, ``batch_size`` sequences per forward batch.
+    """
+    base = config.base_decoder()
+    groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # decoder json -> (item, k)
+    decoders: dict[str, DecoderConfig] = {}
+    for item_index in range(len(items)):
+        for k in range(config.num_candidates):
+            decoder = candidate_decoder(base, config, k)
+            key = decoder.to_json()
+            decoders[key] = decoder
+            groups[key].append((item_index, k))
+    stop_ids = {i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None}
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, rows in groups.items():
+        prompts = [items[i].ids for i, _ in rows]
+        seeds = [candidate_seed(config.seed, items[i].example.id, k) for i, k in rows]
+        result = generate(model, spec, prompts, decoders[key], seeds, config.batch_size)
+        scores = redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
+        tokens = result.tokens.tolist()
+        texts = [response_text(tokenizer, row, stop_ids) for row in tokens]
+        correct = task.is_correct_batch([items[i].example for i, _ in rows], texts)
+        step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
+        columns = {
+            name: getattr(scores, name).tolist()
+            for name in ("r_s", "r_t", "r_total", "r_total_per_token", "response_length")
+        }
+        nfe = result.nfe.tolist()
+        for row, (item_index, k) in enumerate(rows):
+            item = items[item_index]
+            records[(item_index, k)] = {
+                "prompt_id": item.example.id,
+                "prompt_index": item.index,
+                "candidate": k,
+                "prompt": item.text,
+                "prompt_ids": item.ids,
+                "response": texts[row],
+                "response_ids": tokens[row],
+                "step_map": step_map[row],
+                "rule_map": rule_map[row],
+                "nfe": int(nfe[row]),
+                "response_length": int(columns["response_length"][row]),
+                "r_s": float(columns["r_s"][row]),
+                "r_t": float(columns["r_t"][row]),
+                "r_total": float(columns["r_total"][row]),
+                "r_total_per_token": float(columns["r_total_per_token"][row]),
+                "correct": bool(correct[row]),
+                "seed": seeds[row],
+                "decoder": key,
+                "reference": item.example.reference,
+            }
+    return [records[key] for key in sorted(records)]
+
+
+def _accelerator(config: CollectConfig) -> Any:
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    # Long barrier timeout: processes finish their shares at different times.
+    handler = InitProcessGroupKwargs(timeout=timedelta(seconds=config.dist_timeout_s))
+    return Accelerator(kwargs_handlers=[handler])
+
+
+def merge_outputs(
+    store: ShardStore,
+    items: list[PromptItem],
+    config: CollectConfig,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Merge shards into ``candidates/`` and ``selected/``; write summary.json and README.md."""
+    from datasets import Dataset
+
+    table = store.read_candidates([item.example.id for item in items])
+    collected = set(table.column("prompt_id").to_pylist())
+    missing = [item.example.id for item in items if item.example.id not in collected]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} prompt(s) have no candidates after collection (e.g. {missing[:3]}); "
+            "a process may have died. Re-run the same command to collect them."
+        )
+    # Statistics need only the scalar columns; the datasets keep everything.
+    light = table.select(["prompt_id", "candidate", "correct", "r_s", "r_t", "r_total",
+                          "r_total_per_token", "nfe", "seed"]).to_pylist()  # fmt: skip
+    for position, record in enumerate(light):
+        record["_row"] = position
+    selection = select_lowest_redundancy(light)
+    summary = summarize(light, selection)
+    summary.update(extra)
+    summary["config"] = config.to_dict()
+    summary["decoder"] = json.loads(config.base_decoder().to_json())
+    summary["redundancy"] = config.redundancy_config().to_dict()
+
+    candidates = Dataset(table)
+    selected = candidates.select([record["_row"] for record in selection.selected])
+    root = Path(config.output_dir)
+    save_dataset_atomically(candidates, root / "candidates")
+    save_dataset_atomically(selected, root / "selected")
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
+    card = render_card(config, summary)
+    atomic_write_text(root / "README.md", card)
+    if config.push_to_hub:
+        push_selected(selected, card, config.push_to_hub, private=config.hub_private)
+    return summary
+
+
+def run_collect(config: CollectConfig) -> dict[str, Any] | None:
+    """Run (or resume) a collection; returns the summary on the main process, else None."""
+    from r2sft.specs import load_model
+
+    start = time.monotonic()
+    accelerator = _accelerator(config)
+    task = make_task(config)
+    examples = task.load(config.split, limit=config.num_prompts)
+    load_skipped = list(getattr(task, "skipped", []))
+    if not examples:
+        raise InvalidPromptError(
+            f"task {config.task!r} split {config.split!r} gave no prompts; check --data_path "
+            "and --split."
+        )
+    loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
+    model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
+    items, invalid = prepare_prompts(task, examples, tokenizer, config, model_max_length(model))
+    redundancy_config = config.redundancy_config()
+
+    store = ShardStore(config.output_dir)
+    resumed = store.prepare(config.fingerprint()) if accelerator.is_main_process else False
+    accelerator.wait_for_everyone()
+    done = store.finished_prompt_ids()
+    # Nobody writes a shard before everyone has listed the finished prompts.
+    accelerator.wait_for_everyone()
+    remaining = [item for item in items if item.example.id not in done]
+    mine = remaining[accelerator.process_index :: accelerator.num_processes]
+    per_shard = config.shard_prompts()
+    if accelerator.is_main_process:
+        logger.info(
+            "collect: %d prompts, %d already done, %d to do over %d process(es)",
+            len(items), len(items) - len(remaining), len(remaining), accelerator.num_processes,
+        )  # fmt: skip
+    progress = tqdm(
+        total=len(mine) * config.num_candidates,
+        unit="cand",
+        desc=f"collect (rank 0 of {accelerator.num_processes})",
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
+    decode_start = time.monotonic()
+    correct_so_far = seen_so_far = 0
+    for offset in range(0, len(mine), per_shard):
+        chunk = mine[offset : offset + per_shard]
+        records = decode_candidates(model, spec, tokenizer, task, chunk, config, redundancy_config)
+        store.write_shard(records, f"p{chunk[0].index:08d}-r{accelerator.process_index}")
+        seen_so_far += len(records)
+        correct_so_far += sum(record["correct"] for record in records)
+        progress.update(len(records))
+        progress.set_postfix(accuracy=f"{correct_so_far / seen_so_far:.3f}")
+    progress.close()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    decode_seconds = time.monotonic() - decode_start
+    new_candidates = len(remaining) * config.num_candidates
+    extra = {
+        "invalid_prompts": len(invalid) + len(load_skipped),
+        "invalid_prompt_details": invalid + [{"reason": reason} for reason in load_skipped],
+        "resumed": resumed,
+        "prompts_collected_this_run": len(remaining),
+        "num_processes": accelerator.num_processes,
+        "decode_seconds": decode_seconds,
+        "candidates_per_second": new_candidates / decode_seconds if new_candidates else None,
+        "wall_seconds": time.monotonic() - start,  # up to the merge (load + decode + score)
+    }
+    if config.task in ("humaneval", "mbpp"):
+        from r2sft.tasks.sandbox import isolation_report
+
+        extra["sandbox"] = isolation_report()
+    return merge_outputs(store, items, config, extra)

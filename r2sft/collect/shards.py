@@ -1,0 +1,172 @@
+"""Crash-safe storage of collected candidates: atomic shard files, resume, merge.
+
+Layout of an output directory::
+
+    OUT/run.json                 settings fingerprint (a resumed run must match it)
+    OUT/shards/<name>.parquet    all K candidates of a few prompts, written by one process
+    OUT/candidates/, selected/   merged datasets (``datasets.save_to_disk``), rebuilt by merge
+    OUT/summary.json, README.md
+
+A shard holds complete prompts only and appears under its final name through
+``os.replace`` of a fully written and fsynced temporary file (atomic on POSIX), so after a
+crash at any instant, including ``kill -9``, every shard on disk is whole and a prompt is
+either entirely collected or not at all. Resumption skips prompts found in shards; merge
+keeps one copy of a prompt even if a misuse (two runs on one directory) wrote it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+# Columns of a candidate record (docs/architecture.md, "Collected trajectories").
+SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("prompt_index", pa.int64()),  # position in the run's prompt list (merge order)
+        ("candidate", pa.int32()),  # k in 0..K-1
+        ("prompt", pa.string()),
+        ("prompt_ids", pa.list_(pa.int32())),
+        ("response", pa.string()),
+        ("response_ids", pa.list_(pa.int32())),
+        ("step_map", pa.list_(pa.int32())),
+        ("rule_map", pa.list_(pa.int8())),
+        ("nfe", pa.int32()),
+        ("response_length", pa.int32()),
+        ("r_s", pa.float64()),
+        ("r_t", pa.float64()),
+        ("r_total", pa.float64()),
+        ("r_total_per_token", pa.float64()),
+        ("correct", pa.bool_()),
+        ("seed", pa.int64()),
+        ("decoder", pa.string()),
+        ("reference", pa.string()),
+    ]
+)
+_TEMP_PREFIX = ".tmp-"
+
+
+class IncompatibleRunError(ValueError):
+    """The output directory holds a collection made with different settings."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never a part."""
+    temp = path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    with temp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+class ShardStore:
+    """Shard files of one output directory."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.root = Path(output_dir)
+        self.shard_dir = self.root / "shards"
+        self.manifest = self.root / "run.json"
+
+    def prepare(self, fingerprint: dict[str, Any]) -> bool:
+        """Create the layout, or check a previous run's settings match; drop temp files.
+
+        Returns True when resuming an earlier run. Call on the main process only, before
+        the other processes look at the shards.
+        """
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.shard_dir.glob(f"{_TEMP_PREFIX}*"):
+            leftover.unlink(missing_ok=True)  # a write interrupted by a crash
+        if self.manifest.exists():
+            previous = json.loads(self.manifest.read_text())
+            changed = sorted(
+                key
+                for key in set(previous) | set(fingerprint)
+                if previous.get(key) != fingerprint.get(key)
+            )
+            if changed:
+                details = ", ".join(
+                    f"{key}: {previous.get(key)!r} -> {fingerprint.get(key)!r}" for key in changed
+                )
+                raise IncompatibleRunError(
+                    f"{self.root} holds a collection made with other settings ({details}). "
+                    "Resume with the same settings, or choose a new --output_dir."
+                )
+            return True
+        atomic_write_text(self.manifest, json.dumps(fingerprint, indent=2, sort_keys=True))
+        return False
+
+    def shard_files(self) -> list[Path]:
+        return sorted(self.shard_dir.glob("*.parquet")) if self.shard_dir.exists() else []
+
+    def finished_prompt_ids(self) -> set[str]:
+        """Prompts already collected (only the id column of each shard is read)."""
+        done: set[str] = set()
+        for path in self.shard_files():
+            done.update(pq.read_table(path, columns=["prompt_id"]).column(0).to_pylist())
+        return done
+
+    def write_shard(self, records: Sequence[dict[str, Any]], name: str) -> Path:
+        """Write ``records`` (complete prompts) as one shard, atomically."""
+        if not records:
+            raise ValueError("write_shard got no records")
+        table = pa.Table.from_pylist(list(records), schema=SCHEMA)
+        final = self.shard_dir / f"{name}-{uuid.uuid4().hex[:8]}.parquet"
+        temp = self.shard_dir / f"{_TEMP_PREFIX}{final.name}"
+        with temp.open("wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        _fsync_dir(self.shard_dir)
+        return final
+
+    def read_candidates(self, prompt_ids: Sequence[str] | None = None) -> pa.Table:
+        """All shards as one table, one copy per prompt, sorted by (prompt_index, candidate).
+
+        ``prompt_ids`` restricts the result to the current run's prompts (a resumed run may
+        ask for fewer prompts than an earlier one collected).
+        """
+        tables, seen = [], set()
+        for path in self.shard_files():
+            table = pq.read_table(path, schema=SCHEMA)
+            ids = table.column("prompt_id").to_pylist()
+            fresh = sorted(set(ids) - seen)
+            if len(fresh) < len(set(ids)):
+                keep = pa.array([prompt_id in set(fresh) for prompt_id in ids])
+                table = table.filter(keep)
+            seen.update(fresh)
+            tables.append(table)
+        merged = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        if prompt_ids is not None:
+            wanted = pa.array(list(prompt_ids), type=pa.string())
+            merged = merged.filter(pc.is_in(merged.column("prompt_id"), wanted))
+        return merged.sort_by([("prompt_index", "ascending"), ("candidate", "ascending")])
+
+
+def save_dataset_atomically(dataset: Any, path: Path) -> None:
+    """``dataset.save_to_disk`` into a temporary folder, then swap it into ``path``."""
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}")
+    if temp.exists():
+        shutil.rmtree(temp)
+    dataset.save_to_disk(str(temp))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(temp, path)
