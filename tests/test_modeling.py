@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 import r2sft  # noqa: F401  (registers the Auto classes)
-from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+from r2sft.modeling import LLaDAConfig, LLaDAModel, LLaDAModelLM
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llada_official"
 
@@ -111,6 +111,21 @@ def test_meta_device_init_allocates_nothing():
     with torch.device("meta"):
         model = LLaDAModelLM(tiny_config())
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_from_pretrained_builds_the_model_on_the_meta_device(monkeypatch):
+    # An 8B checkpoint must not be randomly initialised on CPU before its weights are read.
+    devices = []
+    build = LLaDAModel.__init__
+
+    def recording_init(self, config):
+        build(self, config)
+        devices.append({p.device.type for p in self.parameters()})
+
+    monkeypatch.setattr(LLaDAModel, "__init__", recording_init)
+    model = AutoModel.from_pretrained(FIXTURES / "gqa_untied")
+    assert devices == [{"meta"}]
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
 
 
 def _pad_row(ids: torch.Tensor, total: int, left: bool, pad_id: int):

@@ -133,6 +133,13 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         k = self.k_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        enable_gqa = self.n_kv_heads != self.n_heads
+        if enable_gqa and attention_mask is not None:
+            # SDPA's native GQA runs on the flash kernel, which takes no mask; with a mask it
+            # would fall back to the slow math kernel, so share the KV heads explicitly.
+            repeats = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+            enable_gqa = False
         attn = F.scaled_dot_product_attention(
             q,
             k,
@@ -140,7 +147,7 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
             attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
             is_causal=False,  # masked diffusion: every position sees every real position
-            enable_gqa=self.n_kv_heads != self.n_heads,
+            enable_gqa=enable_gqa,
         )
         attn = attn.transpose(1, 2).reshape(batch, length, width)
         hidden_states = hidden_states + self.dropout(self.attn_out(attn))
