@@ -1,0 +1,16 @@
+"""Redundancy-aware SFT: objectives, collated trajectories, the Trainer, tracking and export."""
+
+from r2sft.training.config import TrainConfig
+from r2sft.training.data import MissingDataError, TrajectoryCollator, load_trajectories
+from r2sft.training.run import train
+from r2sft.training.trainer import OBJECTIVE_STEPS, R2SFTTrainer
+
+__all__ = [
+    "OBJECTIVE_STEPS",
+    "MissingDataError",
+    "R2SFTTrainer",
+    "TrainConfig",
+    "TrajectoryCollator",
+    "load_trajectories",
+    "train",
+]

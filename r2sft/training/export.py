@@ -1,0 +1,174 @@
+"""Export ``OUTPUT_DIR/final/``: a loadable model folder with tokenizer and model card.
+
+LoRA runs keep the adapter in ``final/adapter/`` and write the merged model to ``final/``;
+the merge reloads the base weights on the main process, so it works the same after DDP,
+ZeRO-2 and ZeRO-3 (where the trained weights only exist as shards until the Trainer
+gathers them). :func:`push_to_hub` uploads the folder with huggingface_hub; the token comes
+from ``HF_TOKEN`` or the cached ``hf auth login`` and is never printed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from r2sft.training.config import TrainConfig
+from r2sft.training.tracking import TRACKED_KEYS, read_metrics
+
+FINAL_DIR = "final"
+ADAPTER_DIR = "adapter"
+
+
+def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
+    """Write the trained model (LoRA merged) and tokenizer to ``output_dir/final``."""
+    final = config.output_path / FINAL_DIR
+    if config.lora:
+        adapter = final / ADAPTER_DIR
+        trainer.save_model(str(adapter))  # peft adapter only; gathers ZeRO-3 shards
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            merge_adapter(config, adapter, final)
+    else:
+        trainer.save_model(str(final))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(final))
+    return final
+
+
+def merge_adapter(config: TrainConfig, adapter_dir: Path, out_dir: Path) -> None:
+    """Base model + adapter -> merged weights in ``out_dir`` (CPU, the base dtype)."""
+    from peft import PeftModel
+
+    from r2sft.specs import load_model
+
+    base = load_model(config.model, dtype="auto", trust_remote_code=config.trust_remote_code)
+    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out_dir))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+def model_card(
+    config: TrainConfig,
+    data: dict[str, Any],
+    records: list[dict[str, Any]],
+) -> str:
+    """Markdown model card with Hub metadata, data, objective and a before/after table."""
+    from huggingface_hub import ModelCardData
+
+    card_data = ModelCardData(
+        base_model=config.model if not Path(config.model).exists() else None,
+        library_name="transformers",
+        tags=["r2sft", "diffusion-llm", "masked-diffusion", f"objective-{config.objective}"],
+        license=None,
+    )
+    before = records[0] if records else {}
+    after = records[-1] if records else {}
+    rows = "\n".join(
+        f"| {key} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |" for key in TRACKED_KEYS
+    )
+    objective = {
+        "llada": f"LLaDA SFT (t ~ U({config.llada_eps}, 1), CE / t on masked answer tokens)",
+        "trajectory": (
+            f"trajectory replay of the selected decodes' step maps (shrink "
+            f"{config.trajectory_shrink})"
+        ),
+        "certainty_forcing": (
+            f"certainty forcing (dParallel; block {config.cf_block_length}, entropy weight "
+            f"{config.cf_entropy_weight}, temperature {config.cf_temperature})"
+        ),
+    }[config.objective]
+    tuning = (
+        f"LoRA r={config.lora_r}, alpha={config.lora_alpha} (merged; adapter in `adapter/`)"
+        if config.lora
+        else "full fine-tuning"
+    )
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "learning_rate",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_steps",
+            "loss_normalization",
+            "seed",
+        )
+    }
+    return f"""---
+{card_data.to_yaml()}
+---
+
+# {Path(config.output_dir).name} (r2sft)
+
+A masked-diffusion LM fine-tuned with r2sft's redundancy-aware SFT (the training stage of
+R²-dLLM, arXiv 2604.18995): trained on the correct decodes with the lowest redundancy
+(R_total) per prompt, so that it decodes in fewer forward passes.
+
+- **Base model:** `{config.model}`
+- **Data:** {data.get("num_trajectories", "?")} selected trajectories from `{config.data_dir}`
+  (gen length {data.get("gen_length", "?")}, mean NFE {_fmt(data.get("mean_nfe"))},
+  mean R_total {_fmt(data.get("mean_r_total"))})
+- **Objective:** {objective}
+- **Tuning:** {tuning}
+- **Settings:** `{json.dumps(settings)}`
+
+## Before / after
+
+Held-out `{config.task}` split `{config.eval_split}`, {before.get("num_prompts", "?")} prompts,
+decoder `{config.eval_decoder}`; before = step {before.get("step", "?")}, after = step
+{after.get("step", "?")}.
+
+| metric | before | after |
+|---|---|---|
+{rows}
+
+## Use
+
+```python
+import r2sft  # registers the LLaDA classes with transformers
+from r2sft.specs import load_model
+loaded = load_model("path/or/repo")
+```
+
+```bash
+python -m r2sft.evaluate --model path/or/repo --decoder r2
+```
+"""
+
+
+def write_model_card(config: TrainConfig, data: dict[str, Any]) -> Path:
+    final = config.output_path / FINAL_DIR
+    records = read_metrics(config.output_dir)
+    path = final / "README.md"
+    path.write_text(model_card(config, data, records))
+    (final / "r2sft_metrics.json").write_text(json.dumps(records, indent=2))
+    return path
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
+    """Upload ``folder`` to the Hub repo ``repo_id`` (created when missing); returns its URL.
+
+    Raises:
+        RuntimeError: no token (set ``HF_TOKEN`` or run ``hf auth login``).
+    """
+    from huggingface_hub import HfApi, get_token
+
+    if get_token() is None:  # looks at HF_TOKEN, then the cached login; never echoed
+        raise RuntimeError(
+            f"--push_to_hub {repo_id}: no Hugging Face token found. Set the HF_TOKEN "
+            "environment variable or run `hf auth login`, then re-run the export."
+        )
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message="r2sft: upload fine-tuned model",
+    )
+    return str(url)
