@@ -236,3 +236,15 @@ def test_unexpected_forward_arguments_are_rejected():
     model = tiny_model()
     with pytest.raises(TypeError, match="attention_bias"):
         model(torch.zeros(1, 3, dtype=torch.long), attention_bias=None)
+
+
+def test_official_config_json_survives_a_save(tmp_path):
+    # A fine-tuned model saved by r2sft must stay readable by the official remote code:
+    # every official key (auto_map included) is written back with its value.
+    original = json.loads((FIXTURES / "gqa_untied" / "config.json").read_text())
+    AutoConfig.from_pretrained(FIXTURES / "gqa_untied").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    version_keys = {"transformers_version", "dtype", "torch_dtype"}
+    for key, value in original.items():
+        if key not in version_keys:
+            assert saved.get(key) == value, key
