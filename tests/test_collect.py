@@ -1,0 +1,297 @@
+"""collect.py end to end on a tiny random LLaDA: outputs, selection, resume after crashes
+(an exception and a real ``kill -9``), 2 processes over gloo = 1 process, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from r2sft.collect import CollectConfig, run_collect
+from r2sft.collect.config import RUNTIME_FIELDS
+from r2sft.collect.pipeline import InvalidPromptError, candidate_decoder, candidate_seed
+from r2sft.collect.selection import selection_key
+from r2sft.collect.shards import IncompatibleRunError, ShardStore
+from r2sft.config import ConfigError, parse_config
+from r2sft.decoding import DecoderConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A task whose correctness is a fixed pseudo-random function of the response text, so a
+# random model still yields a mix of correct and wrong candidates to select from.
+PARITY_TASK = """
+import hashlib
+from r2sft.tasks import available_tasks, register_task
+from r2sft.tasks.arith import ArithTask
+
+if "parity_test" not in available_tasks():
+
+    @register_task("parity_test")
+    class ParityTask(ArithTask):
+        def is_correct(self, example, response):
+            return int(hashlib.md5(response.encode()).hexdigest(), 16) % 3 != 0
+"""
+exec(PARITY_TASK)  # noqa: S102  (registers the task in this process)
+
+DRIVER = (
+    PARITY_TASK
+    + """
+from r2sft.collect import CollectConfig, run_collect
+from r2sft.config import parse_config
+
+run_collect(parse_config(CollectConfig))
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer LLaDA with the embedded tokenizer (chat template included)."""
+    from r2sft.embedded.tokenizer import EOT_TOKEN, build_tokenizer
+    from r2sft.modeling.configuration_llada import LLaDAConfig
+    from r2sft.modeling.modeling_llada import LLaDAModelLM
+
+    out = tmp_path_factory.mktemp("tiny-llada")
+    tokenizer = build_tokenizer(vocab_size=300, num_problems=200)
+    config = LLaDAConfig(
+        d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, mlp_hidden_size=64,
+        vocab_size=len(tokenizer), embedding_size=len(tokenizer), max_sequence_length=512,
+        rope=True, weight_tying=False, mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        init_device=None, precision=None,
+    )  # fmt: skip
+    config.eot_token_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    torch.manual_seed(0)
+    LLaDAModelLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def flags(model: Path, out: Path, **extra: object) -> list[str]:
+    values = {
+        "model": str(model), "task": "parity_test", "num_prompts": 6, "num_candidates": 3,
+        "gen_length": 32, "block_length": 16, "temperature": 1.0, "batch_size": 8,
+        "prompts_per_shard": 2, "output_dir": str(out), **extra,
+    }  # fmt: skip
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def collect(model: Path, out: Path, **extra: object) -> dict:
+    return run_collect(parse_config(CollectConfig, args=flags(model, out, **extra)))
+
+
+def load_rows(out: Path, name: str) -> list[dict]:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(out / name)).to_list()
+
+
+def comparable(rows: list[dict]) -> list[tuple]:
+    return [
+        (r["prompt_id"], r["candidate"], r["seed"], r["correct"], r["nfe"], r["r_total"],
+         tuple(r["response_ids"]), tuple(r["step_map"]))
+        for r in rows
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    collect(tiny_model, out)
+    return out
+
+
+def test_seeds_are_deterministic_and_distinct() -> None:
+    assert candidate_seed(0, "p", 1) == candidate_seed(0, "p", 1)
+    seeds = {candidate_seed(s, p, k) for s in (0, 1) for p in ("a", "b") for k in range(4)}
+    assert len(seeds) == 16 and all(0 <= seed < 2**63 for seed in seeds)
+
+
+def test_candidate_decoders_greedy_temperature_and_jitter() -> None:
+    config = CollectConfig(temperature=0.7, threshold_jitter=0.05, decoder="r2")
+    base = config.base_decoder()
+    decoders = [candidate_decoder(base, config, k) for k in range(5)]
+    assert decoders[0].temperature == 0.0 and decoders[0].threshold == base.threshold
+    assert all(d.temperature == 0.7 for d in decoders[1:])
+    assert [round(d.threshold - base.threshold, 6) for d in decoders[1:]] == [
+        -0.05, 0.0, 0.05, -0.05,
+    ]  # fmt: skip
+    assert decoders[3].tau_s == pytest.approx(base.tau_s + 0.05)
+
+
+def test_every_decoder_option_is_a_collect_flag() -> None:
+    import dataclasses
+
+    collect_fields = {f.name for f in dataclasses.fields(CollectConfig)}
+    decoder_fields = {f.name for f in dataclasses.fields(DecoderConfig)} - {"record_trace"}
+    assert decoder_fields <= collect_fields
+    assert RUNTIME_FIELDS <= collect_fields
+
+
+def test_outputs_and_selection(reference_run: Path) -> None:
+    out = reference_run
+    candidates = load_rows(out, "candidates")
+    selected = load_rows(out, "selected")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(candidates) == 6 * 3 == summary["candidates"]
+    ids = [row["prompt_id"] for row in candidates]
+    assert len(set(ids)) == 6 and all(ids.count(i) == 3 for i in set(ids))
+    assert len({row["prompt_id"] for row in selected}) == len(selected) == summary["selected"]
+    assert 0 < summary["selected"] <= 6  # the parity task makes ~2/3 of candidates correct
+    for row in selected:
+        correct = [c for c in candidates if c["prompt_id"] == row["prompt_id"] and c["correct"]]
+        assert row["correct"] and selection_key(row) == min(map(selection_key, correct))
+    without = {c["prompt_id"] for c in candidates} - {row["prompt_id"] for row in selected}
+    assert set(summary["prompt_ids_without_correct"]) == without
+    assert summary["prompts_with_correct"] + summary["prompts_without_correct"] == 6
+    row = candidates[0]
+    assert len(row["response_ids"]) == len(row["step_map"]) == len(row["rule_map"]) == 32
+    assert row["prompt"].startswith("<|startoftext|>") and row["prompt_ids"]
+    assert json.loads(row["decoder"])["gen_length"] == 32
+    for key in ("mean_nfe", "median_nfe", "mean_r_total", "median_r_total"):
+        assert key in summary["stats"]["selected"] and key in summary["stats"]["all_correct"]
+    assert summary["candidate_accuracy"] == pytest.approx(
+        sum(c["correct"] for c in candidates) / len(candidates)
+    )
+    card = (out / "README.md").read_text()
+    assert "parity_test" in card and "| selected |" in card
+
+
+def test_resume_after_simulated_crash(
+    tiny_model: Path, reference_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "crashy"
+    real_write = ShardStore.write_shard
+    writes = []
+
+    def crash_on_third_write(self, records, name):
+        if len(writes) == 2:
+            raise RuntimeError("simulated crash")
+        writes.append(real_write(self, records, name))
+        return writes[-1]
+
+    monkeypatch.setattr(ShardStore, "write_shard", crash_on_third_write)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        collect(tiny_model, out)
+    first_shards = sorted(p.name for p in (out / "shards").glob("*.parquet"))
+    assert len(first_shards) == 2 and not (out / "selected").exists()
+
+    monkeypatch.setattr(ShardStore, "write_shard", real_write)
+    summary = collect(tiny_model, out)
+    shards = sorted(p.name for p in (out / "shards").glob("*.parquet"))
+    assert set(first_shards) < set(shards) and len(shards) == 3  # finished ones not redone
+    assert summary["resumed"] and summary["prompts_collected_this_run"] == 2
+    assert comparable(load_rows(out, "candidates")) == comparable(
+        load_rows(reference_run, "candidates")
+    )
+    assert comparable(load_rows(out, "selected")) == comparable(
+        load_rows(reference_run, "selected")
+    )
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tiny_model: Path, reference_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(driver), *flags(tiny_model, out, prompts_per_shard=1)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((out / "shards").glob("*.parquet"))) >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "shards").glob("*.parquet")))
+    assert 2 <= done_before < 6, process.stderr.read().decode()[-2000:]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed"] and summary["prompts_collected_this_run"] == 6 - done_before
+    assert comparable(load_rows(out, "candidates")) == comparable(
+        load_rows(reference_run, "candidates")
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_select_the_same_as_one(
+    tiny_model: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "two"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+        str(driver), *flags(tiny_model, out),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_processes"] == 2  # two real processes, not one
+    ranks = {p.name.split("-")[1] for p in (out / "shards").glob("*.parquet")}
+    assert ranks == {"r0", "r1"}
+    assert comparable(load_rows(out, "selected")) == comparable(
+        load_rows(reference_run, "selected")
+    )
+    assert comparable(load_rows(out, "candidates")) == comparable(
+        load_rows(reference_run, "candidates")
+    )
+
+
+def test_resume_with_other_settings_is_refused(tiny_model: Path, reference_run: Path) -> None:
+    with pytest.raises(IncompatibleRunError, match="num_candidates: 3 -> 4"):
+        collect(tiny_model, reference_run, num_candidates=4)
+
+
+def test_unknown_key_and_task_are_clear_errors(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--num_candidatez"):
+        parse_config(CollectConfig, args=["--num_candidatez", "3"])
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        collect(tiny_model, tmp_path / "x", task="nope")
+    with pytest.raises(ValueError, match="threshold_jitter"):
+        CollectConfig(threshold_jitter=0.7)
+
+
+def test_bad_prompts_error_or_are_skipped(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [
+        {"question": "Tom has 3 apples. He buys 2 more. How many?", "answer": "3 + 2 = 5\n#### 5"},
+        {"question": "   ", "answer": "#### 1"},
+        {"question": "Mia has 4 coins. " * 100, "answer": "#### 4"},
+        {"question": "Ava has 5 cards. She loses 1. How many?", "answer": "5 - 1 = 4\n#### 4"},
+    ]
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InvalidPromptError, match=r"2 invalid prompt.*empty prompt.*tokens"):
+        collect(tiny_model, tmp_path / "strict", data_path=data)
+    summary = collect(tiny_model, tmp_path / "lenient", data_path=data, skip_invalid=True)
+    assert summary["invalid_prompts"] == 2 and summary["prompts"] == 2
+
+
+def test_malformed_line_skipped_and_counted(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "math.jsonl"
+    lines = [
+        json.dumps({"problem": "What is 1 + 1?", "answer": "2"}),
+        "{broken",
+        json.dumps({"problem": "What is 2 + 2?"}),
+        json.dumps({"problem": "What is 3 + 3?", "solution": "$\\boxed{6}$"}),
+    ]
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"math\.jsonl:2: malformed JSON"):
+        collect(tiny_model, tmp_path / "strict", task="math", data_path=data, split="test")
+    summary = collect(
+        tiny_model, tmp_path / "ok", task="math", data_path=data, split="test", skip_invalid=True
+    )
+    assert summary["prompts"] == 2 and summary["invalid_prompts"] == 2
+    assert summary["candidates"] == 6
