@@ -220,6 +220,9 @@ class LLaDAModelLM(PreTrainedModel):
     _no_split_modules = ["LLaDALlamaBlock"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # The labels loss is a plain per-batch mean (no num_items_in_batch): tell the HF Trainer to
+    # scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
