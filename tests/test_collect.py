@@ -295,3 +295,13 @@ def test_malformed_line_skipped_and_counted(tiny_model: Path, tmp_path: Path) ->
     )
     assert summary["prompts"] == 2 and summary["invalid_prompts"] == 2
     assert summary["candidates"] == 6
+
+
+@pytest.mark.parametrize(
+    "name", ["collect_embedded.yaml", "llada_8b_gsm8k.yaml", "llada_8b_humaneval.yaml"]
+)
+def test_shipped_configs_parse(name: str) -> None:
+    config = parse_config(CollectConfig, args=["--config", str(REPO / "configs" / name)])
+    decoder = config.base_decoder()
+    assert decoder.r2 and decoder.threshold == 0.9 and decoder.record_trace
+    assert config.num_candidates >= 8
