@@ -305,3 +305,37 @@ def test_shipped_configs_parse(name: str) -> None:
     decoder = config.base_decoder()
     assert decoder.r2 and decoder.threshold == 0.9 and decoder.record_trace
     assert config.num_candidates >= 8
+
+
+def test_push_to_hub_uploads_card_then_selected(
+    tiny_model: Path, reference_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+    import huggingface_hub
+
+    calls: list[tuple] = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("api", token))
+
+        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, repo_type, private))
+
+        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type, **kwargs):
+            calls.append(("upload", path_in_repo, repo_id, repo_type, path_or_fileobj))
+
+    def fake_push(self, repo_id, **kwargs):
+        calls.append(("push", repo_id, len(self), kwargs.get("private")))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
+    # A finished run re-run with --push_to_hub re-merges (nothing decoded) and pushes.
+    summary = collect(tiny_model, reference_run, push_to_hub="me/trajectories")
+    assert summary["prompts_collected_this_run"] == 0
+    assert [call[0] for call in calls] == ["api", "create_repo", "upload", "push"]
+    assert calls[0][1] is None  # the token comes from the environment, never from a flag
+    assert calls[1] == ("create_repo", "me/trajectories", "dataset", False)
+    upload = calls[2]
+    assert upload[1] == "README.md" and b"| selected |" in upload[4]
+    assert calls[3] == ("push", "me/trajectories", summary["selected"], False)

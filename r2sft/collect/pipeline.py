@@ -307,7 +307,9 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     redundancy_config = config.redundancy_config()
 
     store = ShardStore(config.output_dir)
-    resumed = store.prepare(config.fingerprint()) if accelerator.is_main_process else False
+    resumed = store.check_compatible(config.fingerprint())  # on every rank: all fail alike
+    if accelerator.is_main_process:
+        store.prepare(config.fingerprint())
     accelerator.wait_for_everyone()
     done = store.finished_prompt_ids()
     # Nobody writes a shard before everyone has listed the finished prompts.

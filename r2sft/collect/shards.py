@@ -85,33 +85,43 @@ class ShardStore:
         self.shard_dir = self.root / "shards"
         self.manifest = self.root / "run.json"
 
+    def check_compatible(self, fingerprint: dict[str, Any]) -> bool:
+        """Raise if an earlier run here used other settings; True when there is one to resume.
+
+        Read-only, so every process can call it (all then fail alike instead of some
+        waiting at a barrier for a main process that died).
+        """
+        if not self.manifest.exists():
+            return False
+        previous = json.loads(self.manifest.read_text())
+        changed = sorted(
+            key
+            for key in set(previous) | set(fingerprint)
+            if previous.get(key) != fingerprint.get(key)
+        )
+        if changed:
+            details = ", ".join(
+                f"{key}: {previous.get(key)!r} -> {fingerprint.get(key)!r}" for key in changed
+            )
+            raise IncompatibleRunError(
+                f"{self.root} holds a collection made with other settings ({details}). "
+                "Resume with the same settings, or choose a new --output_dir."
+            )
+        return True
+
     def prepare(self, fingerprint: dict[str, Any]) -> bool:
-        """Create the layout, or check a previous run's settings match; drop temp files.
+        """Check compatibility, create the layout, record the settings, drop temp files.
 
         Returns True when resuming an earlier run. Call on the main process only, before
         the other processes look at the shards.
         """
+        resuming = self.check_compatible(fingerprint)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.shard_dir.glob(f"{_TEMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)  # a write interrupted by a crash
-        if self.manifest.exists():
-            previous = json.loads(self.manifest.read_text())
-            changed = sorted(
-                key
-                for key in set(previous) | set(fingerprint)
-                if previous.get(key) != fingerprint.get(key)
-            )
-            if changed:
-                details = ", ".join(
-                    f"{key}: {previous.get(key)!r} -> {fingerprint.get(key)!r}" for key in changed
-                )
-                raise IncompatibleRunError(
-                    f"{self.root} holds a collection made with other settings ({details}). "
-                    "Resume with the same settings, or choose a new --output_dir."
-                )
-            return True
-        atomic_write_text(self.manifest, json.dumps(fingerprint, indent=2, sort_keys=True))
-        return False
+        if not resuming:
+            atomic_write_text(self.manifest, json.dumps(fingerprint, indent=2, sort_keys=True))
+        return resuming
 
     def shard_files(self) -> list[Path]:
         return sorted(self.shard_dir.glob("*.parquet")) if self.shard_dir.exists() else []
