@@ -14,13 +14,12 @@ Splits are disjoint by construction: a problem's split is a hash of its arithmet
 value and operation sequence), not of its wording, so no test problem's computation is
 ever seen in training under another name or object. Everything is deterministic from a
 seed. ``data/arith/{train,dev,test}.jsonl`` are written by :func:`write_splits`
-(``python -m r2sft.tasks.arith``); pretraining draws fresh train problems on the fly
+(``python -m r2sft.embedded.make_task``); pretraining draws fresh train problems on the fly
 with :func:`iter_problems`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -34,9 +33,9 @@ from r2sft.tasks.base import Example, Task, register_task
 
 # Difficulty knobs: sized so a ~5M-parameter model learns the task imperfectly in ~40 CPU
 # minutes (1-token-per-step accuracy between 50% and 95%).
-MAX_VALUE = 200
-MAX_START = 40
-MAX_OPERAND = 30  # largest number added or subtracted
+MAX_VALUE = 100
+MAX_START = 30
+MAX_OPERAND = 20  # largest number added or subtracted
 MAX_PRODUCT_BASE = 20  # only values up to this are multiplied (by 2-5)
 SPLITS = ("train", "dev", "test")
 # Share of the arithmetic-signature hash space given to each held-out split.
@@ -123,8 +122,8 @@ def _pick_operation(rng: random.Random, value: int) -> tuple[str, int]:
         op = rng.choice("++--*/")
         if op == "+" and value < MAX_VALUE - 1:
             return op, rng.randint(2, min(MAX_OPERAND, MAX_VALUE - value))
-        if op == "-" and value >= 3:
-            return op, rng.randint(1, min(MAX_OPERAND, value - 1))
+        if op == "-" and value >= 4:
+            return op, rng.randint(2, min(MAX_OPERAND, value - 1))
         if op == "*" and 2 <= value <= MAX_PRODUCT_BASE:
             return op, rng.randint(2, min(5, MAX_VALUE // value))
         if op == "/":
@@ -218,7 +217,8 @@ def read_jsonl(path: Path) -> list[dict[str, str]]:
     """Rows of a GSM8K-format JSONL file, each checked for ``question`` and ``answer``."""
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist; regenerate the arith splits with `python -m r2sft.tasks.arith`"
+            f"{path} does not exist; regenerate the arith splits with "
+            "`python -m r2sft.embedded.make_task`"
         )
     rows = []
     with path.open() as f:
@@ -264,15 +264,3 @@ class ArithTask(Task):
 
     def is_correct(self, example: Example, response: str) -> bool:
         return answers_match(extract_answer(response), example.reference)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the arith task's split files.")
-    parser.add_argument("--out", type=Path, default=EMBEDDED_TASK_DIR)
-    args = parser.parse_args()
-    for split, path in write_splits(args.out).items():
-        print(f"{split}: {path}")
-
-
-if __name__ == "__main__":
-    main()
