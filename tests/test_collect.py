@@ -74,6 +74,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def flags(model: Path, out: Path, **extra: object) -> list[str]:
     values = {
         "model": str(model), "task": "parity_test", "num_prompts": 6, "num_candidates": 3,
@@ -232,8 +240,8 @@ def test_two_processes_select_the_same_as_one(
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [
         str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-        str(driver), *flags(tiny_model, out),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), str(driver), *flags(tiny_model, out),
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -339,3 +347,11 @@ def test_push_to_hub_uploads_card_then_selected(
     upload = calls[2]
     assert upload[1] == "README.md" and b"| selected |" in upload[4]
     assert calls[3] == ("push", "me/trajectories", summary["selected"], False)
+
+
+def test_unloadable_model_names_the_flag(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus-model"
+    bogus.mkdir()
+    (bogus / "config.json").write_text(json.dumps({"model_type": "no_such_family"}))
+    with pytest.raises(ValueError, match="cannot load --model .*bogus-model"):
+        collect(bogus, tmp_path / "out")

@@ -301,7 +301,14 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             f"task {config.task!r} split {config.split!r} gave no prompts; check --data_path "
             "and --split."
         )
-    loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
+    try:
+        loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"collect: cannot load --model {config.model!r}: {error}. Give a local dLLM folder "
+            "(config.json, weights, tokenizer) or a Hub id of a supported family (llada, dream "
+            "with trust_remote_code, masked_lm)."
+        ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
     items, invalid = prepare_prompts(task, examples, tokenizer, config, model_max_length(model))
     redundancy_config = config.redundancy_config()
