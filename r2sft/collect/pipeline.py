@@ -301,6 +301,11 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             f"task {config.task!r} split {config.split!r} gave no prompts; check --data_path "
             "and --split."
         )
+    # Settings checked before the (possibly long) model load.
+    store = ShardStore(config.output_dir)
+    resumed = store.check_compatible(config.fingerprint())  # on every rank: all fail alike
+    if accelerator.is_main_process:
+        store.prepare(config.fingerprint())
     try:
         loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
     except (OSError, ValueError, KeyError) as error:
@@ -313,11 +318,7 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     items, invalid = prepare_prompts(task, examples, tokenizer, config, model_max_length(model))
     redundancy_config = config.redundancy_config()
 
-    store = ShardStore(config.output_dir)
-    resumed = store.check_compatible(config.fingerprint())  # on every rank: all fail alike
-    if accelerator.is_main_process:
-        store.prepare(config.fingerprint())
-    accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()  # the main process has prepared the output directory
     done = store.finished_prompt_ids()
     # Nobody writes a shard before everyone has listed the finished prompts.
     accelerator.wait_for_everyone()
