@@ -7,6 +7,7 @@ Every field is a ``--flag`` of ``train.py`` and a key of its YAML config
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,8 +16,8 @@ from r2sft.paths import EMBEDDED_MODEL_DIR, EMBEDDED_TASK, REPO_ROOT
 
 # Where the default collect run (`accelerate launch collect.py`) writes; train.py reads
 # `<data_dir>/selected` from it.
-DEFAULT_COLLECT_DIR = REPO_ROOT / "outputs" / "collect_embedded"
-DEFAULT_TRAIN_DIR = REPO_ROOT / "outputs" / "train_embedded"
+DEFAULT_COLLECT_DIR = REPO_ROOT / "outputs" / "collect"
+DEFAULT_TRAIN_DIR = REPO_ROOT / "outputs" / "train"
 
 
 def _help(text: str) -> dict[str, str]:
@@ -212,7 +213,6 @@ class TrainConfig:
             max_steps=self.max_steps if self.max_steps > 0 else -1,
             num_train_epochs=self.num_train_epochs,
             bf16=self.bf16,
-            gradient_checkpointing=self.gradient_checkpointing,
             seed=self.seed,
             dataloader_num_workers=self.dataloader_num_workers,
             save_strategy="steps",
@@ -229,5 +229,13 @@ class TrainConfig:
             # Hub uploads happen once, from final/ (r2sft.training.export), not per checkpoint.
             push_to_hub=False,
         )
+        # transformers 5 renamed gradient_checkpointing (kept as a deprecated alias).
+        names = {f.name for f in dataclasses.fields(TrainingArguments)}
+        checkpointing = (
+            "activation_checkpointing"
+            if "activation_checkpointing" in names
+            else "gradient_checkpointing"
+        )
+        values[checkpointing] = self.gradient_checkpointing
         values.update(overrides)
         return TrainingArguments(**values)
