@@ -145,7 +145,7 @@ class CollectConfig:
     batch_size: int = field(default=32, metadata=_help("sequences decoded per forward batch."))
     prompts_per_shard: int | None = field(
         default=None,
-        metadata=_help("prompts per shard file / resume unit (None: enough to fill 4 batches)."),
+        metadata=_help("prompts per shard file / resume unit (None: batch_size)."),
     )
     push_to_hub: str | None = field(
         default=None, metadata=_help("Hub dataset repo for the selected set (token: HF_TOKEN).")
@@ -187,10 +187,9 @@ class CollectConfig:
         return RedundancyConfig(**values)
 
     def shard_prompts(self) -> int:
-        """Prompts per shard file: by default enough rows for four forward batches."""
-        if self.prompts_per_shard is not None:
-            return self.prompts_per_shard
-        return max(1, -(-4 * self.batch_size // self.num_candidates))
+        """Prompts per shard file. The default, batch_size, fills whole batches in both decoder
+        groups of a shard (the greedy candidates: one per prompt; the sampled: K - 1)."""
+        return self.prompts_per_shard if self.prompts_per_shard is not None else self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

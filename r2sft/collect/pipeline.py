@@ -184,7 +184,8 @@ def decode_candidates(
     """K scored candidate records for each of ``items`` (in prompt, then k order).
 
     Rows sharing a decoder config (all of them without threshold jitter, greedy aside) are
-    decoded together, ``batch_size`` sequences per forward batch.
+    decoded together, ``batch_size`` sequences per forward batch, ordered by prompt length
+    so batches carry little padding (a row's output does not depend on its batch).
     """
     base = config.base_decoder()
     groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # decoder json -> (item, k)
@@ -198,6 +199,7 @@ def decode_candidates(
     stop_ids = {i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None}
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for key, rows in groups.items():
+        rows.sort(key=lambda row: len(items[row[0]].ids))
         prompts = [items[i].ids for i, _ in rows]
         seeds = [candidate_seed(config.seed, items[i].example.id, k) for i, k in rows]
         result = generate(model, spec, prompts, decoders[key], seeds, config.batch_size)
