@@ -35,6 +35,7 @@ from r2sft.collect.config import CollectConfig
 from r2sft.collect.selection import select_lowest_redundancy, summarize
 from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
 from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, redundancy
+from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -302,6 +303,11 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         raise InvalidPromptError(
             f"task {config.task!r} split {config.split!r} gave no prompts; check --data_path "
             "and --split."
+        )
+    if Path(config.model) == EMBEDDED_MODEL_DIR and not EMBEDDED_MODEL_DIR.exists():
+        raise FileNotFoundError(
+            f"the embedded model {EMBEDDED_MODEL_DIR} is missing from this checkout; rebuild it "
+            "with `python launch/pretrain_embedded.py` or pass --model."
         )
     # Settings checked before the (possibly long) model load.
     store = ShardStore(config.output_dir)
