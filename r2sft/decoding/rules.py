@@ -29,21 +29,24 @@ class CommitRule(IntEnum):
 
 
 def candidate_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy candidate (argmax) and its softmax probability in fp32.
-
-    The probability of the chosen token only is ``exp(logit - logsumexp)``: no full softmax
-    tensor is materialised (the official code builds an fp64 one over vocab and sequence).
-    """
-    logits = logits.float()
+    """Greedy candidate (argmax) and its softmax probability (see :func:`chosen_confidence`)."""
     cand = logits.argmax(dim=-1)
     return cand, chosen_confidence(logits, cand)
 
 
 def chosen_confidence(logits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-    """fp32 softmax probability of token ``cand`` under ``logits`` ([..., V] -> [...])."""
+    """Softmax probability of token ``cand`` under ``logits`` ([..., V] -> [...], fp64).
+
+    Computed as ``1 / (1 + sum_{v != cand} exp(l_v - l_cand))`` with the sum in fp32: no
+    softmax tensor is kept (the official code builds an fp64 one over vocabulary and
+    sequence), yet confidences just below 1 stay distinct (an fp32 ``exp(l - logsumexp)``
+    rounds them all to 1.0 and ties their ranking, e.g. in the EOS fill).
+    """
     logits = logits.float()
-    chosen = logits.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
-    return torch.exp(chosen - torch.logsumexp(logits, dim=-1))
+    index = cand.unsqueeze(-1)
+    relative = (logits - logits.gather(-1, index)).exp_()
+    others = relative.scatter_(-1, index, 0.0).sum(-1)
+    return 1.0 / (1.0 + others.double())
 
 
 def _rank_descending(conf: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -93,8 +96,8 @@ def confidence_cluster_windows(
     length = conf.shape[-1]
     if window <= 0 or length < window:
         return torch.zeros(conf.shape[0], 0, dtype=torch.bool, device=conf.device)
-    masked_count = masked.float().unfold(-1, window, 1).sum(-1)
-    conf_sum = conf.float().masked_fill(~masked, 0.0).unfold(-1, window, 1).sum(-1)
+    masked_count = masked.to(conf.dtype).unfold(-1, window, 1).sum(-1)
+    conf_sum = conf.masked_fill(~masked, 0.0).unfold(-1, window, 1).sum(-1)
     mean_conf = conf_sum / masked_count.clamp(min=1)
     return (window - masked_count <= u_max) & (masked_count >= 1) & (mean_conf >= tau_s)
 

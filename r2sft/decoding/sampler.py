@@ -97,16 +97,28 @@ def generate(
     return DecodeResult.concatenate(results)
 
 
+def _best_non_mask(scores: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Argmax over the vocabulary that never picks the mask token: committing a mask would
+    leave the position open forever (the official code does not guard against it)."""
+    top2 = scores.topk(2, dim=-1).indices
+    return torch.where(top2[..., 0] == mask_id, top2[..., 1], top2[..., 0])
+
+
 def _candidates(
     logits: torch.Tensor,
     config: DecoderConfig,
     generators: list[torch.Generator] | None,
     rows: list[int],
+    mask_id: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate token and its fp32 probability per position ([n, L, V] -> [n, L] x2)."""
+    """Candidate token and its fp32 probability per position ([n, L, V] -> [n, L] x2).
+
+    The probability is the softmax over the whole vocabulary (mask token included), as in
+    the official rules; only the choice of candidate skips the mask token.
+    """
     logits = logits.float()
     if config.temperature == 0:
-        cand = logits.argmax(dim=-1)
+        cand = _best_non_mask(logits, mask_id)
     else:
         # Gumbel-max in fp64 (low-precision Gumbel noise hurts dLLM sampling, arXiv
         # 2409.02908); one noise draw per row from that row's generator keeps a row's
@@ -118,7 +130,8 @@ def _candidates(
                 device=logits.device,
             )  # fmt: skip
             gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
-            picks.append((logits[index].double() + config.temperature * gumbel).argmax(-1))
+            noisy = logits[index].double() + config.temperature * gumbel
+            picks.append(_best_non_mask(noisy, mask_id))
         cand = torch.stack(picks)
     return cand, chosen_confidence(logits, cand)
 
@@ -169,7 +182,7 @@ def _generate_batch(
         gen_positions = block_index[active, None] * block + offsets  # [n, L]
         batch_rows = torch.arange(len(running), device=device)[:, None]
         block_logits = logits[batch_rows, first_column + gen_positions]  # [n, L, V]
-        cand, conf = _candidates(block_logits, config, generators, running)
+        cand, conf = _candidates(block_logits, config, generators, running, mask_id)
         current = canvas[active[:, None], width + gen_positions]
         masked = current == mask_id
 
@@ -221,7 +234,7 @@ def _generate_batch(
         )
         if config.record_trace:
             trace_top1[active, row_nfe] = cand.to(torch.int32)
-            trace_conf[active, row_nfe] = conf
+            trace_conf[active, row_nfe] = conf.float()
             trace_block[active, row_nfe] = block_index[active].to(torch.int32)
 
         nfe[active] = row_nfe + 1
