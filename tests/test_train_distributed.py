@@ -1,4 +1,4 @@
-"""train.py under 2 processes on CPU: DDP and DeepSpeed ZeRO-2 match a single process.
+"""train.py under 2 processes on CPU: DDP and ZeRO-2 match one process; ZeRO-3 LoRA export.
 
 Both runs see the same 8 samples per optimizer step (2 x 4 vs 1 x 8) and the same hashed
 masking noise, so with plain SGD the losses and the trained weights must agree to float
@@ -30,7 +30,9 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return {"model": model_dir, "data": make_collected_data(root / "collect", model_dir, 16)}
 
 
-def run_train(tiny, output_dir: Path, launch: list[str], batch: int, extra_env=None) -> None:
+def run_train(
+    tiny, output_dir: Path, launch: list[str], batch: int, extra_env=None, extra_args=()
+) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
     command = [
         sys.executable, "-m", "accelerate.commands.launch", *launch, "train.py",
@@ -38,7 +40,7 @@ def run_train(tiny, output_dir: Path, launch: list[str], batch: int, extra_env=N
         "--output_dir", str(output_dir), "--max_steps", "2", "--save_steps", "2",
         "--logging_steps", "1", "--per_device_train_batch_size", str(batch),
         "--eval_limit", "0", "--report_to", "none", "--optim", "sgd",
-        "--learning_rate", "1.0", "--objective", "trajectory",
+        "--learning_rate", "1.0", "--objective", "trajectory", *extra_args,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -82,3 +84,36 @@ def test_deepspeed_zero2_two_processes_match_one_process(tiny, single, tmp_path)
     config = REPO / "launch" / "accelerate" / "zero2.yaml"
     run_train(tiny, tmp_path, ["--config_file", str(config), "--num_processes", "2"], batch=4)
     assert_same_run(single, tmp_path)
+
+
+def test_deepspeed_zero3_lora_exports_the_merged_model(tiny, tmp_path):
+    """ZeRO-3 shards every weight; final/ must still be the whole merged model."""
+    pytest.importorskip("deepspeed")
+    from peft import PeftModel
+
+    from r2sft.specs import load_model
+
+    config = REPO / "launch" / "accelerate" / "zero3.yaml"
+    run_train(
+        tiny,
+        tmp_path,
+        ["--config_file", str(config), "--num_processes", "2"],
+        batch=4,
+        extra_args=[
+            "--lora",
+            "true",
+            "--objective",
+            "certainty_forcing",
+            "--learning_rate",
+            "0.05",
+        ],
+    )
+    merged = load_model(str(tmp_path / "final"))
+    base = load_model(str(tiny["model"]))
+    adapted = PeftModel.from_pretrained(base.model, str(tmp_path / "final" / "adapter")).eval()
+    ids = torch.randint(6, 200, (2, 16))
+    with torch.no_grad():
+        got, expected = merged.model(input_ids=ids).logits, adapted(input_ids=ids).logits
+        untouched = load_model(str(tiny["model"])).model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, untouched, atol=1e-4)

@@ -10,6 +10,8 @@ from ``HF_TOKEN`` or the cached ``hf auth login`` and is never printed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,39 @@ def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
     return final
 
 
+@contextmanager
+def _without_zero3_loading() -> Iterator[None]:
+    """Load weights whole, even inside a ZeRO-3 run.
+
+    Under ZeRO-3, transformers' from_pretrained partitions new models across processes
+    (deepspeed.zero.Init), a collective step: the merge, which runs on the main process
+    only, would wait forever for the others. Hiding the run's DeepSpeed config from
+    transformers for the duration of the load avoids that.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    saved = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if saved is not None:
+            hf_deepspeed.set_hf_deepspeed_config(saved)
+
+
 def merge_adapter(config: TrainConfig, adapter_dir: Path, out_dir: Path) -> None:
     """Base model + adapter -> merged weights in ``out_dir`` (CPU, the base dtype)."""
     from peft import PeftModel
 
     from r2sft.specs import load_model
 
-    base = load_model(config.model, dtype="auto", trust_remote_code=config.trust_remote_code)
-    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
+    with _without_zero3_loading():
+        base = load_model(config.model, dtype="auto", trust_remote_code=config.trust_remote_code)
+        merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(out_dir))
 
 
