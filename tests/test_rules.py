@@ -1,0 +1,166 @@
+"""Each commit rule on hand-built confidences whose outcome follows from method.md §1-2."""
+
+import math
+
+import pytest
+import torch
+
+from r2sft.decoding.rules import (
+    TemporalState,
+    chosen_confidence,
+    confidence_cluster_commit,
+    confidence_cluster_windows,
+    factor_commit,
+    fixed_commit,
+    temporal_commit,
+    threshold_commit,
+    token_cluster_commit,
+    token_runs,
+)
+
+T, F_ = True, False
+
+
+def rows(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def mask(*values):
+    return torch.tensor(values, dtype=torch.bool)
+
+
+def test_chosen_confidence_is_softmax_and_keeps_near_one_distinct():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [20.0, 0.0, 0.0], [25.0, 0.0, 0.0]])
+    cand = torch.tensor([0, 0, 0])
+    conf = chosen_confidence(logits, cand)
+    expected = torch.softmax(logits.double(), -1)[:, 0]
+    torch.testing.assert_close(conf, expected, rtol=1e-6, atol=0)
+    assert conf[1] < conf[2] < 1.0  # fp32 exp(l - logsumexp) would give 1.0 for both
+    # A non-argmax candidate (Gumbel sample) gets its own probability.
+    assert math.isclose(float(chosen_confidence(logits[:1], torch.tensor([2]))),
+                        float(torch.softmax(logits[0].double(), -1)[2]), rel_tol=1e-6)  # fmt: skip
+
+
+def test_threshold_commits_best_plus_all_at_or_above_tau():
+    conf = rows([0.5, 0.95, 0.3, 0.9], [0.5, 0.6, 0.7, 0.2], [0.99, 0.4, 0.95, 0.1])
+    masked = mask([T, T, T, T], [T, T, T, T], [F_, T, T, T])
+    got = threshold_commit(conf, masked, 0.9)
+    # row 0: 0.95 and 0.9 (>= is inclusive); row 1: none above, so only the best (0.7);
+    # row 2: position 0 is already committed, 0.95 is the best masked one.
+    assert got.tolist() == [[F_, T, F_, T], [F_, F_, T, F_], [F_, F_, T, F_]]
+
+
+def test_fixed_commits_k_most_confident_masked_per_row():
+    conf = rows([0.1, 0.9, 0.5, 0.7], [0.9, 0.8, 0.7, 0.6])
+    masked = mask([T, T, T, T], [F_, T, T, T])
+    got = fixed_commit(conf, masked, torch.tensor([2, 1]))
+    assert got.tolist() == [[F_, T, F_, T], [F_, T, F_, F_]]
+    # k larger than the masks left commits what is left, nothing else.
+    assert fixed_commit(conf, masked, torch.tensor([9, 9])).tolist() == masked.tolist()
+
+
+def test_factor_commits_largest_prefix_with_n_plus_one_times_doubt_below_f():
+    # sorted 0.99, 0.9, 0.8, 0.5: (n+1)(1-c_n) = 0.02, 0.3, 0.8, 2.5 -> n = 3 for f = 1.
+    conf = rows([0.8, 0.5, 0.99, 0.9])
+    masked = mask([T, T, T, T])
+    assert factor_commit(conf, masked, 1.0).tolist() == [[T, F_, T, T]]
+    # f = 0.5: 0.02, 0.3 pass, 0.8 fails -> n = 2.
+    assert factor_commit(conf, masked, 0.5).tolist() == [[F_, F_, T, T]]
+    # nothing passes -> still the single most confident one.
+    low = rows([0.2, 0.3, 0.1, 0.25])
+    assert factor_commit(low, masked, 1.0).tolist() == [[F_, T, F_, F_]]
+    # committed positions are ignored even if confident.
+    assert factor_commit(conf, mask([T, T, F_, T]), 1.0).tolist() == [[T, F_, F_, T]]
+
+
+def test_confidence_cluster_union_of_qualifying_windows():
+    # Position 3 already committed. Windows (w=3): [0,1,2] 0 committed, mean 0.8167 -> yes;
+    # [1,2,3] 1 committed, mean(0.85, 0.7) = 0.775 -> no; [2,3,4] mean(0.7, 0.95) = 0.825
+    # -> yes; [3,4,5] mean 0.925 -> yes. Union of masked positions: all but 3.
+    conf = rows([0.9, 0.85, 0.7, 0.0, 0.95, 0.9])
+    masked = mask([T, T, T, F_, T, T])
+    windows = confidence_cluster_windows(conf, masked, 3, 0.8, 1)
+    assert windows.tolist() == [[T, F_, T, T]]
+    assert confidence_cluster_commit(conf, masked, 3, 0.8, 1).tolist() == [[T, T, T, F_, T, T]]
+    # u_max = 0: only windows without committed tokens -> [0, 1, 2].
+    assert confidence_cluster_commit(conf, masked, 3, 0.8, 0).tolist() == [[T, T, T, F_, F_, F_]]
+    # A window with no mask never qualifies; block shorter than the window: nothing.
+    assert not confidence_cluster_commit(conf, torch.zeros_like(masked), 3, 0.0, 3).any()
+    assert confidence_cluster_windows(conf[:, :2], masked[:, :2], 3, 0.8, 1).shape == (1, 0)
+
+
+def test_confidence_cluster_judges_all_windows_on_the_same_canvas():
+    # If [0,1,2] were committed first, window [1,2,3] would hold 2 committed tokens and
+    # fail u_max = 1; judged on the incoming canvas it qualifies and commits 3 too.
+    conf = rows([0.9, 0.9, 0.9, 0.85])
+    masked = mask([T, T, T, T])
+    assert confidence_cluster_commit(conf, masked, 3, 0.8, 1).tolist() == [[T, T, T, T]]
+
+
+def test_token_runs_are_maximal_same_token_runs_of_masks():
+    cand = torch.tensor([[5, 5, 5, 7, 7, 3, 5, 5]])
+    masked = mask([T, T, T, T, T, T, F_, T])
+    conf = rows([0.5, 0.6, 0.85, 0.7, 0.75, 0.99, 0.0, 0.9])
+    runs = token_runs(cand, conf, masked)
+    assert runs.run_id.tolist() == [[0, 0, 0, 1, 1, 2, 8, 3]]
+    assert runs.length[0, :4].tolist() == [3, 2, 1, 1]
+    assert runs.start[0, :4].tolist() == [0, 3, 5, 7]
+    assert runs.argmax[0, :4].tolist() == [2, 4, 5, 7]
+
+
+def test_token_cluster_commits_one_position_per_qualifying_run():
+    cand = torch.tensor([[5, 5, 5, 7, 7, 3]])
+    conf = rows([0.5, 0.6, 0.85, 0.7, 0.75, 0.99])
+    masked = mask([T, T, T, T, T, T])
+    # Run 5,5,5 has max 0.85 > 0.8 -> commits; 7,7 max 0.75 -> no; a single 3 is no cluster.
+    confidence = token_cluster_commit(cand, conf, masked, 0.8, "confidence")
+    assert confidence.tolist() == [[F_, F_, T, F_, F_, F_]]
+    mid = token_cluster_commit(cand, conf, masked, 0.8, "mid")  # offset 3 // 2 = 1
+    assert mid.tolist() == [[F_, T, F_, F_, F_, F_]]
+    uniform = torch.zeros(1, 7)
+    uniform[0, 0] = 0.0  # offset floor(0.0 * 3) = 0
+    assert token_cluster_commit(cand, conf, masked, 0.8, "random", uniform)[0, 0]
+    uniform[0, 0] = 0.99  # offset floor(0.99 * 3) = 2
+    assert token_cluster_commit(cand, conf, masked, 0.8, "random", uniform)[0, 2]
+    # The comparison with tau_s is strict.
+    assert not token_cluster_commit(cand, conf, masked, 0.85, "confidence").any()
+
+
+def test_token_cluster_split_by_committed_position_and_first_max_on_ties():
+    cand = torch.tensor([[4, 4, 4, 4, 4]])
+    conf = rows([0.9, 0.9, 0.1, 0.95, 0.95])
+    masked = mask([T, T, F_, T, T])
+    got = token_cluster_commit(cand, conf, masked, 0.8, "confidence")
+    assert got.tolist() == [[T, F_, F_, T, F_]]
+
+
+def run_temporal(cands, confs, k=3, tau_t=0.8, agg="last", masks=None):
+    state = TemporalState.empty(1, 1, "cpu")
+    commits = []
+    for step, (cand, conf) in enumerate(zip(cands, confs, strict=True)):
+        masked = torch.tensor([[True if masks is None else masks[step]]])
+        state, commit = temporal_commit(
+            state, torch.tensor([[cand]]), rows([conf]), masked, k, tau_t, agg
+        )
+        commits.append(bool(commit))
+    return commits
+
+
+def test_temporal_commits_after_k_stable_forwards():
+    assert run_temporal([4, 4, 4], [0.85, 0.82, 0.81]) == [F_, F_, T]
+    # A change of top-1 resets the streak.
+    assert run_temporal([4, 6, 4, 4], [0.9, 0.9, 0.9, 0.9]) == [F_, F_, F_, F_]
+    assert run_temporal([4, 6, 6, 6], [0.9, 0.9, 0.9, 0.9]) == [F_, F_, F_, T]
+    # Below tau_t with "last": waits for a confident forward.
+    assert run_temporal([4, 4, 4, 4], [0.9, 0.9, 0.7, 0.85]) == [F_, F_, F_, T]
+    # A committed position (masked False) drops its streak.
+    assert run_temporal([4, 4, 4, 4], [0.9] * 4, masks=[T, F_, T, T]) == [F_, F_, F_, F_]
+
+
+@pytest.mark.parametrize(
+    ("agg", "expected"),
+    [("last", [F_, F_, F_]), ("ave", [F_, F_, T]), ("max", [F_, F_, T])],
+)
+def test_temporal_aggregations(agg, expected):
+    # Streak confidences 0.9, 0.85, 0.7: last 0.7 < 0.8; mean 0.8167 >= 0.8; max 0.9.
+    assert run_temporal([4, 4, 4], [0.9, 0.85, 0.7], agg=agg) == expected
