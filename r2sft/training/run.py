@@ -80,7 +80,7 @@ def build_model(config: TrainConfig) -> Any:
     return loaded
 
 
-def build_tracker(config: TrainConfig, loaded: Any) -> CheckpointTracker:
+def build_tracker(config: TrainConfig, loaded: Any, resuming: bool = False) -> CheckpointTracker:
     from r2sft.decoding import decoder_config
     from r2sft.tasks import get_task
 
@@ -98,7 +98,9 @@ def build_tracker(config: TrainConfig, loaded: Any) -> CheckpointTracker:
         spec=loaded.spec,
         batch_size=config.eval_batch_size,
         output_dir=config.output_dir,
-        eval_before_training=config.eval_before_training,
+        # A resumed run tracked step 0 already (and on_train_begin fires before the Trainer
+        # restores global_step, so the tracker cannot tell by itself).
+        eval_before_training=config.eval_before_training and not resuming,
     )
 
 
@@ -121,7 +123,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     args = config.training_arguments(**training_overrides())
 
     loaded = build_model(config)
-    tracker = build_tracker(config, loaded)
+    tracker = build_tracker(config, loaded, resuming=checkpoint is not None)
     collator = TrajectoryCollator(
         pad_token_id=loaded.spec.pad_token_id,
         eos_token_id=loaded.spec.eos_token_id,
