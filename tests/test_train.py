@@ -6,6 +6,7 @@ format of docs/architecture.md stand in for the embedded model and collect.py's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -321,3 +322,35 @@ def test_push_to_hub_needs_a_token_and_never_prints_it(tmp_path, monkeypatch, ca
     out = capsys.readouterr()
     assert secret not in out.out + out.err
     assert all(secret not in repr(call) for call in calls)
+
+
+# ----------------------------------------------------------------------------- tracking
+
+
+def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
+    """Step 0 and each checkpoint decode the held-out prompts; a resumed run appends."""
+    pytest.importorskip("r2sft.evaluate")
+    from r2sft.training import train
+    from r2sft.training.tracking import read_metrics
+
+    config = tiny_config(
+        tiny, tmp_path, eval_limit=4, eval_batch_size=4, report_to="tensorboard",
+        gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH,
+    )  # fmt: skip
+    train(config)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    assert records[0]["loss"] is None and records[1]["loss"] > 0
+    for step in (2, 4):
+        saved = json.loads((tmp_path / f"checkpoint-{step}" / "r2sft_metrics.json").read_text())
+        for key in ("loss", "accuracy", "mean_nfe", "mean_r_total", "tokens_per_forward"):
+            assert isinstance(saved[key], float | int), key
+        assert 1 <= saved["mean_nfe"] <= GEN_LENGTH and 0 <= saved["accuracy"] <= 1
+        assert saved == records[[r["step"] for r in records].index(step)]
+    assert (tmp_path / "metrics.png").stat().st_size > 1000
+    assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
+    assert "| mean_nfe |" in (tmp_path / "final" / "README.md").read_text()
+
+    # Resume from checkpoint-2 in the same folder: steps after 2 are re-tracked, not doubled.
+    train(dataclasses.replace(config, resume_from_checkpoint=str(tmp_path / "checkpoint-2")))
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4]
