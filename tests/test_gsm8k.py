@@ -1,0 +1,86 @@
+"""GSM8K plug-in: loading local JSONL, answer extraction, numeric / math-verify scoring."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from r2sft.tasks import get_task
+from r2sft.tasks.gsm8k import answers_match, extract_answer, reference_answer
+
+SHARED_GSM8K = Path("/work/shared/data/gsm8k")
+
+
+def write_split(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "test.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3 + 4 = 7\n#### 7", "7"),
+        ("so #### 1,234. Then 5", "1234"),
+        ("#### $18", "18"),
+        ("The answer is \\boxed{42}.", "42"),
+        ("We get 12 then 15.", "15"),
+        ("#### -3.5", "-3.5"),
+        ("no digits here", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_answers_match_numeric_and_math_verify():
+    assert answers_match("18", "18")
+    assert answers_match("18.0", "18")
+    assert answers_match("1/2", "0.5")  # math-verify equivalence
+    assert not answers_match("17", "18")
+    assert not answers_match(None, "18")
+    assert reference_answer("a\nb\n#### 1,000") == "1000"
+
+
+def test_math_verify_scoring_works_off_the_main_thread():
+    results = []
+    worker = threading.Thread(target=lambda: results.append(answers_match("1/2", "0.5")))
+    worker.start()
+    worker.join()
+    assert results == [True]
+
+
+def test_load_local_folder_and_score(tmp_path):
+    write_split(tmp_path, [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=7\n#### 7"},
+        {"question": "Half of 10?", "answer": "#### 5"},
+    ])  # fmt: skip
+    task = get_task("gsm8k", path=tmp_path)
+    examples = task.load("test")
+    assert [e.reference for e in examples] == ["7", "5"]
+    assert task.load("test", limit=1)[0].id == "gsm8k-test-0"
+    message = task.user_message(examples[0])
+    assert examples[0].question in message and "####" in message
+    assert task.is_correct_batch(examples, ["... #### 7", "it is 6"]) == [True, False]
+
+
+def test_bad_records_name_file_and_line(tmp_path):
+    write_split(tmp_path, [{"question": "q", "answer": "no final marker"}])
+    with pytest.raises(ValueError, match=r"test.jsonl:1: .*####"):
+        get_task("gsm8k", path=tmp_path).load("test")
+    write_split(tmp_path, [{"question": "q"}])
+    with pytest.raises(ValueError, match=r"test.jsonl:1: missing"):
+        get_task("gsm8k", path=tmp_path).load("test")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        get_task("gsm8k", path=tmp_path / "nowhere").load("test")
+
+
+@pytest.mark.skipif(not SHARED_GSM8K.is_dir(), reason="shared GSM8K copy not present")
+def test_shared_gsm8k_references_score_as_correct():
+    task = get_task("gsm8k", path=SHARED_GSM8K)
+    examples = task.load("test", limit=50)
+    assert len(examples) == 50
+    solutions = [e.meta["solution"] for e in examples]
+    assert all(task.is_correct_batch(examples, solutions))
