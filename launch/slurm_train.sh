@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-node SFT under SLURM: one accelerate launcher per node, one process per GPU.
 #
+#   sbatch launch/slurm_train.sh      # configs/llada_8b_gsm8k_train.yaml on 2 nodes x 8 GPUs
 #   sbatch --nodes 4 launch/slurm_train.sh configs/llada_8b_gsm8k_train.yaml [--flag value ...]
 #   ACCELERATE_CONFIG=launch/accelerate/zero3.yaml sbatch --nodes 2 launch/slurm_train.sh CFG
 #
@@ -15,8 +16,8 @@
 #SBATCH --output=logs/%x-%j.out
 set -euo pipefail
 
-config="${1:?usage: sbatch launch/slurm_train.sh CONFIG.yaml [--flag value ...]}"
-shift
+config="${1:-configs/llada_8b_gsm8k_train.yaml}"
+[[ $# -gt 0 ]] && shift
 accelerate_config="${ACCELERATE_CONFIG:-launch/accelerate/zero2.yaml}"
 gpus_per_node="${SLURM_GPUS_ON_NODE:-8}"
 num_nodes="${SLURM_NNODES:-1}"
