@@ -1,0 +1,99 @@
+"""evaluate(): metrics on a tiny random LLaDA; the CLI's defaults, JSON output and errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import r2sft.evaluate as evaluate_module
+from r2sft.decoding import decoder_config
+from r2sft.evaluate import EvaluateArgs, decoder_from_args, evaluate, main, response_text
+from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_TASK_DIR
+from r2sft.specs import load_model
+from r2sft.tasks import get_task
+
+REQUIRED = ["accuracy", "mean_nfe", "tokens_per_forward", "mean_r_s", "mean_r_t",
+            "mean_r_total", "num_examples", "wall_seconds", "decoder"]  # fmt: skip
+needs_arith = pytest.mark.skipif(
+    not (EMBEDDED_TASK_DIR / "test.jsonl").is_file(), reason="arith split files missing"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer LLaDA with the embedded tokenizer (chat template included)."""
+    from r2sft.embedded.tokenizer import EOT_TOKEN, build_tokenizer
+    from r2sft.modeling.configuration_llada import LLaDAConfig
+    from r2sft.modeling.modeling_llada import LLaDAModelLM
+
+    out = tmp_path_factory.mktemp("tiny-llada")
+    tokenizer = build_tokenizer(vocab_size=300, num_problems=200)
+    config = LLaDAConfig(
+        d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, mlp_hidden_size=64,
+        vocab_size=len(tokenizer), embedding_size=len(tokenizer), max_sequence_length=512,
+        rope=True, weight_tying=False, mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        init_device=None, precision=None,
+    )  # fmt: skip
+    config.eot_token_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    torch.manual_seed(0)
+    LLaDAModelLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@needs_arith
+def test_evaluate_metrics_are_consistent_and_batch_independent(tiny_model):
+    loaded = load_model(str(tiny_model))
+    task = get_task("arith")
+    examples = task.load("test", limit=5)
+    decoder = decoder_config("r2", gen_length=32, block_length=16, threshold=0.5)
+    metrics = evaluate(loaded, task, examples, decoder, batch_size=2, progress=False)
+    assert all(key in metrics for key in REQUIRED)
+    per_example = metrics["per_example"]
+    assert metrics["num_examples"] == len(per_example) == 5
+    assert metrics["accuracy"] == sum(e["correct"] for e in per_example) / 5
+    assert metrics["mean_nfe"] == pytest.approx(sum(e["nfe"] for e in per_example) / 5)
+    assert metrics["tokens_per_forward"] == pytest.approx(32 / metrics["mean_nfe"])
+    assert metrics["mean_r_total"] == pytest.approx(metrics["mean_r_s"] + metrics["mean_r_t"])
+    assert metrics["decoder"]["r2"] and metrics["decoder"]["gen_length"] == 32
+    json.dumps(metrics)  # JSON-ready
+    single = evaluate(loaded, task, examples, decoder, batch_size=1, progress=False)
+    assert single["per_example"] == per_example
+    fixed = evaluate(loaded, task, examples, decoder_config("fixed", gen_length=32,
+                     block_length=16), batch_size=5, progress=False)  # fmt: skip
+    assert fixed["mean_nfe"] == 32 and fixed["tokens_per_forward"] == 1.0
+
+
+def test_response_text_stops_at_end_of_text(tiny_model):
+    loaded = load_model(str(tiny_model))
+    tokenizer = loaded.tokenizer
+    ids = tokenizer("#### 12", add_special_tokens=False)["input_ids"]
+    eos = loaded.spec.eos_token_id
+    assert response_text(tokenizer, [*ids, eos, *ids], {eos}) == "#### 12"
+
+
+@needs_arith
+def test_cli_writes_json_and_prints_table(tiny_model, tmp_path, capsys):
+    output = tmp_path / "out.json"
+    main(["--model", str(tiny_model), "--limit", "3", "--decoder", "threshold",
+          "--gen_length", "32", "--block_length", "16", "--batch_size", "2",
+          "--threshold", "0.7", "--progress", "false", "--output", str(output)])  # fmt: skip
+    written = json.loads(output.read_text())
+    assert all(key in written for key in REQUIRED)
+    assert written["task"] == "arith" and written["num_examples"] == 3
+    assert written["decoder"]["threshold"] == 0.7 and not written["decoder"]["r2"]
+    assert "mean_nfe" in capsys.readouterr().out
+
+
+def test_cli_defaults_and_missing_embedded_model(monkeypatch, tmp_path):
+    embedded = decoder_from_args(EvaluateArgs(), "arith")
+    assert (embedded.gen_length, embedded.block_length) == (EMBEDDED_GEN_LENGTH,
+                                                           EMBEDDED_BLOCK_LENGTH)  # fmt: skip
+    assert embedded.r2 and embedded.policy == "threshold"
+    gsm8k = decoder_from_args(EvaluateArgs(decoder="factor", factor=2.0), "gsm8k")
+    assert (gsm8k.gen_length, gsm8k.policy, gsm8k.factor) == (256, "factor", 2.0)
+    monkeypatch.setattr(evaluate_module, "EMBEDDED_MODEL_DIR", tmp_path / "no-model")
+    with pytest.raises(SystemExit, match="embedded default model folder .* does not exist"):
+        main(["--limit", "2"])
