@@ -1,0 +1,170 @@
+"""Decode throughput of the batched sampler, threshold vs R², per batch size. Prints JSON.
+
+    OMP_NUM_THREADS=1 python bench/bench_decode.py                      # embedded model if built
+    OMP_NUM_THREADS=1 python bench/bench_decode.py --model random --batch_sizes 1,4,16
+    python bench/bench_decode.py --model GSAI-ML/LLaDA-8B-Instruct --device cuda \\
+        --dtype bfloat16 --gen_length 256 --block_length 32 --task gsm8k \\
+        --data_path ../shared/data/gsm8k
+
+Per decoder and batch size: generated tokens/s (canvas positions), forwards/s (model
+calls), row-forwards/s (NFE summed over rows), seconds per forward, and the share of wall
+time spent outside the model forward (rules, sampling, bookkeeping). ``r2_over_threshold``
+compares seconds per forward of r2 with threshold at each batch size (target at batch 16:
+<= 1.10). ``--model random`` (or no embedded model) uses a tiny random LLaDA with random
+prompts of mixed lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from r2sft.decoding import decoder_config, generate
+from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_MODEL_DIR
+
+
+@dataclass
+class BenchArgs:
+    model: str | None = None  # folder / Hub id, "random", or None: embedded if present
+    task: str = "arith"
+    data_path: str | None = None
+    batch_sizes: str = "1,2,4,8,16,32"
+    decoders: str = "threshold,r2"
+    gen_length: int = EMBEDDED_GEN_LENGTH
+    block_length: int = EMBEDDED_BLOCK_LENGTH
+    threshold: float = 0.9
+    repeats: int = 2  # timed runs per setting (the best is kept)
+    device: str | None = None
+    dtype: str = "auto"
+    seed: int = 0
+
+
+class TimedModel:
+    """Wraps a model and accumulates the wall time of its forwards (synchronised on GPU)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.seconds, self.calls = model, 0.0, 0
+        self.cuda = next(model.parameters()).device.type == "cuda"
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = self.model(*args, **kwargs)
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def random_setup(args: BenchArgs, count: int) -> tuple[Any, Any, list[list[int]], str]:
+    from types import SimpleNamespace
+
+    from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+
+    vocab = 640
+    config = LLaDAConfig(
+        d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden_size=384,
+        vocab_size=vocab, embedding_size=vocab, max_sequence_length=512, rope=True,
+        weight_tying=False, mask_token_id=5, eos_token_id=0, pad_token_id=0,
+        init_device=None, precision=None,
+    )  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = LLaDAModelLM(config).eval()
+    spec = SimpleNamespace(mask_token_id=5, eos_token_id=0, pad_token_id=0, shifted_logits=False)
+    generator = torch.Generator().manual_seed(args.seed)
+    prompts = [
+        torch.randint(6, vocab, (int(torch.randint(40, 90, (1,), generator=generator)),),
+                      generator=generator).tolist()
+        for _ in range(count)
+    ]  # fmt: skip
+    return model, spec, prompts, "random LLaDA (d128, 4 layers, embedded size)"
+
+
+def real_setup(args: BenchArgs, path: str, count: int) -> tuple[Any, Any, list[list[int]], str]:
+    from r2sft.specs import encode_prompt, load_model
+    from r2sft.tasks import get_task
+
+    loaded = load_model(path, dtype=args.dtype, device=args.device)
+    task = get_task(args.task, **({"path": args.data_path} if args.data_path else {}))
+    examples = task.load("test", limit=count)
+    prompts = [encode_prompt(loaded.tokenizer, task.user_message(e)) for e in examples]
+    return loaded.model, loaded.spec, prompts, path
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from r2sft.config import parse_config
+
+    args = parse_config(BenchArgs, args=argv)
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    decoders = args.decoders.split(",")
+    count = max(batch_sizes)
+    use_random = args.model == "random" or (args.model is None and not EMBEDDED_MODEL_DIR.is_dir())
+    if use_random:
+        model, spec, prompts, label = random_setup(args, count)
+        if args.device:
+            model = model.to(args.device)
+    else:
+        model, spec, prompts, label = real_setup(args, args.model or str(EMBEDDED_MODEL_DIR), count)
+    timed = TimedModel(model)
+    results: dict[str, dict[str, Any]] = {}
+    for name in decoders:
+        config = decoder_config(
+            name, gen_length=args.gen_length, block_length=args.block_length,
+            threshold=args.threshold,
+        )  # fmt: skip
+        generate(timed, spec, prompts[:2], config)  # warm-up
+        results[name] = {}
+        for size in batch_sizes:
+            best = None
+            for _ in range(args.repeats):
+                timed.seconds, timed.calls = 0.0, 0
+                start = time.perf_counter()
+                result = generate(timed, spec, prompts[:size], config)
+                wall = time.perf_counter() - start
+                if best is None or wall < best["wall_seconds"]:
+                    best = {
+                        "wall_seconds": wall,
+                        "forwards": timed.calls,
+                        "row_forwards": int(result.nfe.sum()),
+                        "mean_nfe": float(result.nfe.float().mean()),
+                        "model_seconds": timed.seconds,
+                    }
+            best["generated_tokens_per_s"] = size * args.gen_length / best["wall_seconds"]
+            best["forwards_per_s"] = best["forwards"] / best["wall_seconds"]
+            best["row_forwards_per_s"] = best["row_forwards"] / best["wall_seconds"]
+            best["seconds_per_forward"] = best["wall_seconds"] / best["forwards"]
+            best["share_outside_forward"] = 1 - best["model_seconds"] / best["wall_seconds"]
+            results[name][str(size)] = best
+    report: dict[str, Any] = {
+        "model": label,
+        "device": str(next(model.parameters()).device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "num_prompts": count,
+        "gen_length": args.gen_length,
+        "block_length": args.block_length,
+        "threshold": args.threshold,
+        "results": results,
+    }
+    if "threshold" in results and "r2" in results:
+        report["r2_over_threshold_seconds_per_forward"] = {
+            size: results["r2"][size]["seconds_per_forward"]
+            / results["threshold"][size]["seconds_per_forward"]
+            for size in results["r2"]
+        }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
