@@ -354,3 +354,26 @@ def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
     # Resume from checkpoint-2 in the same folder: steps after 2 are re-tracked, not doubled.
     train(dataclasses.replace(config, resume_from_checkpoint=str(tmp_path / "checkpoint-2")))
     assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4]
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_shipped_configs_parse_and_the_embedded_one_spells_out_the_defaults():
+    from r2sft.config import parse_config
+
+    repo = Path(__file__).resolve().parent.parent
+    embedded = parse_config(
+        TrainConfig, args=["--config", str(repo / "configs/train_embedded.yaml")]
+    )
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        got, default = getattr(embedded, field.name), getattr(defaults, field.name)
+        if field.name in ("model", "data_dir", "output_dir"):  # relative in the YAML
+            assert Path(default) == repo / got, field.name
+        else:
+            assert got == default, field.name
+    big = parse_config(
+        TrainConfig, args=["--config", str(repo / "configs/llada_8b_gsm8k_train.yaml")]
+    )
+    assert big.lora and big.bf16 and big.task == "gsm8k"
