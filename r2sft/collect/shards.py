@@ -124,7 +124,11 @@ class ShardStore:
         return resuming
 
     def shard_files(self) -> list[Path]:
-        return sorted(self.shard_dir.glob("*.parquet")) if self.shard_dir.exists() else []
+        """Complete shards (pathlib's glob also matches the hidden temporary files: skip them)."""
+        if not self.shard_dir.exists():
+            return []
+        paths = self.shard_dir.glob("*.parquet")
+        return sorted(path for path in paths if not path.name.startswith(_TEMP_PREFIX))
 
     def finished_prompt_ids(self) -> set[str]:
         """Prompts already collected (only the id column of each shard is read)."""
