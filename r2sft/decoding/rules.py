@@ -66,8 +66,9 @@ def fixed_commit(
 
 def threshold_commit(conf: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
     """Fast-dLLM threshold: the most confident masked position plus all with conf >= tau."""
-    best = _rank_descending(conf, masked) == 0
-    return masked & (best | (conf >= threshold))
+    best = conf.masked_fill(~masked, float("-inf")).argmax(dim=-1, keepdim=True)
+    is_best = torch.zeros_like(masked).scatter_(-1, best, True)
+    return masked & (is_best | (conf >= threshold))
 
 
 def factor_commit(conf: torch.Tensor, masked: torch.Tensor, factor: float) -> torch.Tensor:
