@@ -1,13 +1,23 @@
 """Reproduce the embedded tiny LLaDA (data/tiny-llada) from scratch with a fixed seed.
 
-    OMP_NUM_THREADS=2 python launch/pretrain_embedded.py                      # shipped model
-    OMP_NUM_THREADS=2 python launch/pretrain_embedded.py --out /tmp/tiny-llada --resume true
-    python launch/pretrain_embedded.py --steps 50 --out /tmp/smoke           # quick smoke run
+The shipped model was trained in two phases on 2 shared CPU cores (one thread): a schedule
+of 3500 steps, stopped at step 2000 and continued under a longer 6000-step schedule (the
+first schedule was too short to learn the task). These commands reproduce it exactly:
+
+    python -m r2sft.embedded.make_task        # data/arith/*.jsonl (already shipped)
+    OMP_NUM_THREADS=1 python launch/pretrain_embedded.py --out runs/tiny-llada \\
+        --steps 3500 --stop_step 2000
+    OMP_NUM_THREADS=1 python launch/pretrain_embedded.py --out runs/tiny-llada \\
+        --steps 6000 --resume true
+    cp runs/tiny-llada/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,\\
+chat_template.jinja,training_args.json} data/tiny-llada/
+
+A quick smoke run: ``python launch/pretrain_embedded.py --steps 20 --out /tmp/smoke``.
 
 Options are the fields of ``r2sft.embedded.pretrain.PretrainConfig`` (``--key value``, or a
-YAML file with ``--config``) plus ``--out`` and ``--resume``. The defaults train the shipped
-model (about 40 minutes on 2 CPU cores); the tokenizer is rebuilt from the same seed. The
-split files of the task are rewritten with ``python -m r2sft.embedded.make_task``.
+YAML file with ``--config``) plus ``--out`` and ``--resume``. Checkpoints (model, tokenizer,
+optimizer and noise state) go to ``OUT/checkpoint`` every ``save_every`` steps; ``--resume
+true`` continues from there.
 """
 
 from __future__ import annotations
@@ -17,12 +27,12 @@ from pathlib import Path
 
 from r2sft.config import parse_config
 from r2sft.embedded.pretrain import PretrainConfig, pretrain
-from r2sft.paths import EMBEDDED_MODEL_DIR
+from r2sft.paths import REPO_ROOT
 
 
 @dataclass
 class LaunchConfig(PretrainConfig):
-    out: str = str(EMBEDDED_MODEL_DIR)
+    out: str = str(REPO_ROOT / "runs" / "tiny-llada")
     resume: bool = False
 
 

@@ -31,7 +31,7 @@ class PretrainConfig:
     """Everything that defines the embedded model; the defaults reproduce the shipped one."""
 
     seed: int = 0
-    steps: int = 5000  # length of the learning-rate schedule
+    steps: int = 6000  # length of the learning-rate schedule
     # Stop early at this step (None: at ``steps``); the schedule still spans ``steps``, so a
     # stopped run equals the first ``stop_step`` steps of the full one.
     stop_step: int | None = None
@@ -171,7 +171,9 @@ def pretrain(config: PretrainConfig, out_dir: Path, resume: bool = False) -> LLa
                 ),
                 flush=True,
             )  # fmt: skip
-        if (step + 1) % config.save_every == 0 and step + 1 < end_step:
+        # Also at a stop_step on the grid: a stopped run can be resumed (even with a longer
+        # schedule) exactly where it stopped.
+        if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
             _save_checkpoint(model, optimizer, noise, step + 1, checkpoint_dir)
             save_tokenizer(tokenizer, checkpoint_dir)  # so a checkpoint is a usable model folder
     model.eval()

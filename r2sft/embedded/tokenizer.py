@@ -2,9 +2,15 @@
 
 Trained with the ``tokenizers`` library on generated arithmetic problems and saved as a
 ``PreTrainedTokenizerFast`` folder, so ``AutoTokenizer.from_pretrained(path)`` loads it
-offline. Numbers are split into single digits (the model computes digit by digit, and a
-number never hides inside a learned merge); byte-level pre-tokenisation makes decoding an
-exact round trip of any text.
+offline. Byte-level pre-tokenisation makes decoding an exact round trip of any text.
+
+Every number of the task (0..MAX_VALUE, with or without a leading space) is ONE token, so
+each equation line ``a op b = c`` is exactly six tokens and line k of an answer always
+starts at the same canvas offset. With digit-level numbers the lines drift with the digit
+counts, and a ~1M-parameter model trained for 2000 steps on 2 CPU cores never learned to
+copy the question's numbers into the equations (measured: 0% accuracy); with whole-number
+tokens the alignment is positional and the arithmetic a learnable lookup. Numbers outside
+the task's range still tokenise (as several pieces) and round-trip exactly.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from r2sft.tasks.arith import generate_problem
+from r2sft.tasks.arith import MAX_VALUE, generate_problem
 
 MASK_TOKEN = "<|mdm_mask|>"
 EOS_TOKEN = "<|endoftext|>"  # end of text: the canvas fill after the answer, also padding
@@ -33,7 +39,7 @@ SPECIAL_TOKENS = [
     EOT_TOKEN,
     MASK_TOKEN,
 ]
-DEFAULT_VOCAB_SIZE = 640
+DEFAULT_VOCAB_SIZE = 1024
 
 # LLaDA-8B-Instruct's chat format: BOS, then per message a header, two newlines, the
 # trimmed content and an end-of-turn token; the generation prompt opens an assistant turn.
@@ -56,6 +62,11 @@ def _training_texts(num_problems: int, seed: int) -> Iterator[str]:
         yield problem.question
         yield problem.answer
         yield "user\nassistant"  # role names of the chat template, frequent enough to merge
+    # Every task number, alone and after a space, so each becomes one token (see module doc).
+    numbers = [str(n) for n in range(MAX_VALUE + 1)]
+    for _ in range(20):
+        yield " ".join(numbers)
+        yield "\n".join(numbers)
 
 
 def build_tokenizer(
@@ -63,14 +74,7 @@ def build_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on generated problems and wrap it for transformers."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            # One digit per piece; a number's leading space stays on its first digit
-            # (" 187" -> " 1", "8", "7") so numbers cost no extra space token.
-            pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
