@@ -1,6 +1,6 @@
 """Collect candidate decoding trajectories and keep the least redundant correct one per prompt.
 
-Embedded default (tiny LLaDA, arithmetic task, 256 train prompts, K=4; minutes on a CPU)::
+Embedded default (tiny LLaDA, arithmetic task, 256 train prompts, K=8; ~5 min on a CPU)::
 
     accelerate launch --num_processes 1 collect.py
     accelerate launch --num_processes 1 collect.py --num_prompts 16 --num_candidates 4 \\
