@@ -13,7 +13,10 @@ from r2sft.tasks import get_task
 from r2sft.tasks.code import InvalidRecordError, extract_code
 from r2sft.tasks.math import last_boxed
 
-HUMANEVAL = Path("/work/shared/data/humaneval/HumanEval.jsonl.gz")
+# The workplace keeps shared data beside the checkout: <repo>/../shared/data.
+HUMANEVAL = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+)
 
 
 def _write_jsonl(path: Path, rows: list, raw_lines: tuple[str, ...] = ()) -> Path:

@@ -9,7 +9,8 @@ import pytest
 from r2sft.tasks import get_task
 from r2sft.tasks.gsm8k import answers_match, extract_answer, reference_answer
 
-SHARED_GSM8K = Path("/work/shared/data/gsm8k")
+# The workplace keeps shared data beside the checkout: <repo>/../shared/data.
+SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 
 
 def write_split(folder: Path, rows: list[dict]) -> Path:

@@ -85,12 +85,9 @@ def candidate_decoder(base: DecoderConfig, config: CollectConfig, candidate: int
 
 def make_task(config: CollectConfig) -> Task:
     """The configured task, given every option its constructor accepts."""
-    from r2sft.tasks import base as task_base
-    from r2sft.tasks import get_task
+    from r2sft.tasks import get_task, task_class
 
-    get_task(config.task)  # raises the registry's clear error for an unknown task name
-    factory = task_base._TASKS[config.task]  # no public accessor for the class yet
-    accepted = inspect.signature(factory).parameters
+    accepted = inspect.signature(task_class(config.task)).parameters
     wanted = {
         "path": config.data_path,
         "skip_invalid": config.skip_invalid,

@@ -5,10 +5,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from r2sft.tasks.base import Example, Task, available_tasks, get_task, register_task
+from r2sft.tasks.base import (
+    Example,
+    Task,
+    available_tasks,
+    get_task,
+    register_task,
+    task_class,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Example", "Task", "available_tasks", "get_task", "register_task"]
+__all__ = ["Example", "Task", "available_tasks", "get_task", "register_task", "task_class"]

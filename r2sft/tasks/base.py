@@ -71,8 +71,8 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str, **options: Any) -> Task:
-    """Instantiate the task ``name`` with its ``options`` (e.g. ``path=`` for local files)."""
+def task_class(name: str) -> Callable[..., Task]:
+    """The registered class of task ``name`` (to inspect which options it accepts)."""
     import r2sft.tasks  # noqa: F401  (imports every built-in task so it registers)
 
     if name not in _TASKS:
@@ -80,4 +80,9 @@ def get_task(name: str, **options: Any) -> Task:
             f"unknown task {name!r}; available tasks: {', '.join(available_tasks())}. "
             "Set --task to one of them, or register a new one with r2sft.tasks.register_task."
         )
-    return _TASKS[name](**options)
+    return _TASKS[name]
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Instantiate the task ``name`` with its ``options`` (e.g. ``path=`` for local files)."""
+    return task_class(name)(**options)
