@@ -39,14 +39,8 @@ from r2sft.paths import (
     EMBEDDED_MODEL_DIR,
     EMBEDDED_TASK,
 )
-from r2sft.specs import LoadedModel, encode_prompt
+from r2sft.specs import LoadedModel, decode_response, encode_prompt
 from r2sft.tasks import Example, Task, get_task
-
-
-def response_text(tokenizer: Any, tokens: list[int], stop_ids: set[int]) -> str:
-    """The answer text: tokens up to the first end-of-text / end-of-turn, specials dropped."""
-    cut = next((i for i, token in enumerate(tokens) if token in stop_ids), len(tokens))
-    return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
 
 
 def evaluate(
@@ -80,7 +74,6 @@ def evaluate(
     start = time.perf_counter()
     prompts = [encode_prompt(tokenizer, task.user_message(example)) for example in examples]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    stop_ids = {i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None}
     tokens: list[list[int]] = [[] for _ in examples]
     nfe = torch.zeros(len(examples), dtype=torch.long)
     r_s, r_t, r_total, r_per_token, lengths = (torch.zeros(len(examples)) for _ in range(5))
@@ -99,7 +92,7 @@ def evaluate(
             tokens[row] = result.tokens[position].tolist()
         bar.update(len(rows))
     bar.close()
-    responses = [response_text(tokenizer, row_tokens, stop_ids) for row_tokens in tokens]
+    responses = [decode_response(tokenizer, spec, row_tokens) for row_tokens in tokens]
     correct = task.is_correct_batch(examples, responses)
     count = len(examples)
     return {

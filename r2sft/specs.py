@@ -275,6 +275,14 @@ def encode_prompt(tokenizer: Any, user_message: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def decode_response(tokenizer: Any, spec: ModelSpec, tokens: list[int]) -> str:
+    """The answer text of a generated canvas: tokens before the first end-of-text or
+    end-of-turn id of ``spec``, special tokens dropped."""
+    stop_ids = {i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None}
+    cut = next((i for i, token in enumerate(tokens) if token in stop_ids), len(tokens))
+    return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
+
+
 # Layer types peft's LoRA can adapt; a target naming anything else matches nothing useful.
 def _lora_capable(module: nn.Module) -> bool:
     from transformers.pytorch_utils import Conv1D

@@ -8,9 +8,9 @@ import torch
 
 import r2sft.evaluate as evaluate_module
 from r2sft.decoding import decoder_config
-from r2sft.evaluate import EvaluateArgs, decoder_from_args, evaluate, main, response_text
+from r2sft.evaluate import EvaluateArgs, decoder_from_args, evaluate, main
 from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_TASK_DIR
-from r2sft.specs import load_model
+from r2sft.specs import decode_response, load_model
 from r2sft.tasks import get_task
 
 REQUIRED = ["accuracy", "mean_nfe", "tokens_per_forward", "mean_r_s", "mean_r_t",
@@ -66,12 +66,14 @@ def test_evaluate_metrics_are_consistent_and_batch_independent(tiny_model):
     assert fixed["mean_nfe"] == 32 and fixed["tokens_per_forward"] == 1.0
 
 
-def test_response_text_stops_at_end_of_text(tiny_model):
+def test_decode_response_stops_at_end_of_text_or_end_of_turn(tiny_model):
     loaded = load_model(str(tiny_model))
-    tokenizer = loaded.tokenizer
+    tokenizer, spec = loaded.tokenizer, loaded.spec
     ids = tokenizer("#### 12", add_special_tokens=False)["input_ids"]
-    eos = loaded.spec.eos_token_id
-    assert response_text(tokenizer, [*ids, eos, *ids], {eos}) == "#### 12"
+    assert decode_response(tokenizer, spec, [*ids, spec.eos_token_id, *ids]) == "#### 12"
+    if spec.eot_token_id is not None:
+        assert decode_response(tokenizer, spec, [*ids, spec.eot_token_id, *ids]) == "#### 12"
+    assert decode_response(tokenizer, spec, ids) == "#### 12"
 
 
 @needs_arith

@@ -36,6 +36,7 @@ from r2sft.collect.selection import select_lowest_redundancy, summarize
 from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
 from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, redundancy
 from r2sft.paths import EMBEDDED_MODEL_DIR
+from r2sft.specs import decode_response
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -164,12 +165,6 @@ def prepare_prompts(
     return items, invalid
 
 
-def response_text(tokenizer: Any, ids: list[int], stop_ids: set[int]) -> str:
-    """The answer text: tokens up to the first end-of-text / end-of-turn, specials dropped."""
-    cut = next((i for i, token in enumerate(ids) if token in stop_ids), len(ids))
-    return tokenizer.decode(ids[:cut], skip_special_tokens=True)
-
-
 def decode_candidates(
     model: Any,
     spec: Any,
@@ -194,7 +189,6 @@ def decode_candidates(
             key = decoder.to_json()
             decoders[key] = decoder
             groups[key].append((item_index, k))
-    stop_ids = {i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None}
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for key, rows in groups.items():
         rows.sort(key=lambda row: len(items[row[0]].ids))
@@ -203,7 +197,7 @@ def decode_candidates(
         result = generate(model, spec, prompts, decoders[key], seeds, config.batch_size)
         scores = redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
         tokens = result.tokens.tolist()
-        texts = [response_text(tokenizer, row, stop_ids) for row in tokens]
+        texts = [decode_response(tokenizer, spec, row) for row in tokens]
         correct = task.is_correct_batch([items[i].example for i, _ in rows], texts)
         step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
         columns = {
