@@ -1,10 +1,8 @@
 """evaluate(): metrics on a tiny random LLaDA; the CLI's defaults, JSON output and errors."""
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
 import r2sft.evaluate as evaluate_module
 from r2sft.decoding import decoder_config
@@ -18,29 +16,6 @@ REQUIRED = ["accuracy", "mean_nfe", "tokens_per_forward", "mean_r_s", "mean_r_t"
 needs_arith = pytest.mark.skipif(
     not (EMBEDDED_TASK_DIR / "test.jsonl").is_file(), reason="arith split files missing"
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer LLaDA with the embedded tokenizer (chat template included)."""
-    from r2sft.embedded.tokenizer import EOT_TOKEN, build_tokenizer
-    from r2sft.modeling.configuration_llada import LLaDAConfig
-    from r2sft.modeling.modeling_llada import LLaDAModelLM
-
-    out = tmp_path_factory.mktemp("tiny-llada")
-    tokenizer = build_tokenizer(vocab_size=300, num_problems=200)
-    config = LLaDAConfig(
-        d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, mlp_hidden_size=64,
-        vocab_size=len(tokenizer), embedding_size=len(tokenizer), max_sequence_length=512,
-        rope=True, weight_tying=False, mask_token_id=tokenizer.mask_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        init_device=None, precision=None,
-    )  # fmt: skip
-    config.eot_token_id = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
-    torch.manual_seed(0)
-    LLaDAModelLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @needs_arith
