@@ -32,6 +32,15 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open()
 
 
+def reject_record(problem: str, skip_invalid: bool, skipped: list[str] | None) -> None:
+    """Handle an invalid data record: raise naming it, or (``skip_invalid``) record it in
+    ``skipped`` so the caller can drop it and count it."""
+    if not skip_invalid:
+        raise InvalidRecordError(f"{problem}. Fix or remove the line, or pass --skip_invalid.")
+    if skipped is not None:
+        skipped.append(problem)
+
+
 def read_jsonl(
     path: Path,
     required: Iterable[str],
@@ -65,12 +74,7 @@ def read_jsonl(
                     if missing:
                         problem = f"{path}:{line_number}: missing or empty field(s) {missing}"
             if problem is not None:
-                if not skip_invalid:
-                    raise InvalidRecordError(
-                        f"{problem}. Fix or remove the line, or pass --skip_invalid to skip it."
-                    )
-                if skipped is not None:
-                    skipped.append(problem)
+                reject_record(problem, skip_invalid, skipped)
                 continue
             record["_line"] = line_number
             records.append(record)
@@ -212,10 +216,9 @@ class MBPPTask(_CodeTask):
             text = row.get("text") or row.get("prompt")
             where = f"{source}:{row['_line']}"
             if not text:
-                problem = f"{where}: missing field 'text' (or 'prompt')"
-                if not self.skip_invalid:
-                    raise InvalidRecordError(f"{problem}. Fix the line or pass --skip_invalid.")
-                self.skipped.append(problem)
+                reject_record(
+                    f"{where}: missing field 'text' (or 'prompt')", self.skip_invalid, self.skipped
+                )
                 continue
             tests = list(row["test_list"])
             setup = "\n".join(

@@ -18,7 +18,7 @@ from pathlib import Path
 from math_verify import parse, verify
 
 from r2sft.tasks.base import Example, Task, register_task
-from r2sft.tasks.code import InvalidRecordError, _load_hub_rows, find_split_file, read_jsonl
+from r2sft.tasks.code import _load_hub_rows, find_split_file, read_jsonl, reject_record
 
 
 class _NoTimeoutWarning(logging.Filter):
@@ -82,9 +82,7 @@ class MathTask(Task):
             answer = row.get("answer") or last_boxed(row.get("solution") or "")
             if not answer:
                 problem = f"{where}: no 'answer' field and no \\boxed{{}} in 'solution'"
-                if not self.skip_invalid:
-                    raise InvalidRecordError(f"{problem}. Fix the line or pass --skip_invalid.")
-                self.skipped.append(problem)
+                reject_record(problem, self.skip_invalid, self.skipped)
                 continue
             example_id = str(row.get("unique_id") or row.get("id") or f"math-{split}-{index}")
             examples.append(Example(example_id, row["problem"], str(answer), {"source": where}))
