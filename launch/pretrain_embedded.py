@@ -1,14 +1,10 @@
 """Reproduce the embedded tiny LLaDA (data/tiny-llada) from scratch with a fixed seed.
 
-The shipped model was trained in two phases on 2 shared CPU cores (one thread): a schedule
-of 3500 steps, stopped at step 2000 and continued under a longer 6000-step schedule (the
-first schedule was too short to learn the task). These commands reproduce it exactly:
+One run of the default schedule (8000 steps of 32 problems, two threads) on 2 CPU cores;
+these commands reproduce the shipped model:
 
     python -m r2sft.embedded.make_task        # data/arith/*.jsonl (already shipped)
-    OMP_NUM_THREADS=1 python launch/pretrain_embedded.py --out runs/tiny-llada \\
-        --steps 3500 --stop_step 2000
-    OMP_NUM_THREADS=1 python launch/pretrain_embedded.py --out runs/tiny-llada \\
-        --steps 6000 --resume true
+    python launch/pretrain_embedded.py --out runs/tiny-llada
     cp runs/tiny-llada/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,\\
 chat_template.jinja,training_args.json} data/tiny-llada/
 

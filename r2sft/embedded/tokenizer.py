@@ -4,13 +4,16 @@ Trained with the ``tokenizers`` library on generated arithmetic problems and sav
 ``PreTrainedTokenizerFast`` folder, so ``AutoTokenizer.from_pretrained(path)`` loads it
 offline. Byte-level pre-tokenisation makes decoding an exact round trip of any text.
 
-Every number of the task (0..MAX_VALUE, with or without a leading space) is ONE token, so
-each equation line ``a op b = c`` is exactly six tokens and line k of an answer always
-starts at the same canvas offset. With digit-level numbers the lines drift with the digit
-counts, and a ~1M-parameter model trained for 2000 steps on 2 CPU cores never learned to
-copy the question's numbers into the equations (measured: 0% accuracy); with whole-number
-tokens the alignment is positional and the arithmetic a learnable lookup. Numbers outside
-the task's range still tokenise (as several pieces) and round-trip exactly.
+Every number of the task (0..MAX_VALUE) is ONE token, the same token wherever it stands:
+a space before a digit is split off as its own token, so ``" 26"`` in a question or after
+``=`` and ``"26"`` at the start of the next equation line are both ``26``. Copying a
+number (question -> equation, result -> next line, last result -> ``#### N``) is then an
+identity map the model learns early; with separate ``" 26"`` / ``"26"`` tokens a ~1M-parameter
+model first has to learn that the two spellings are one number. Every equation line
+``a op b = c`` is seven tokens, so line k of an answer always starts at the same canvas
+offset (with digit-level numbers the lines drift with the digit counts, and a tiny model
+trained for 2000 steps never learned to copy: 0% accuracy). Numbers outside the task's
+range still tokenise (as several pieces) and round-trip exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from r2sft.tasks.arith import MAX_VALUE, generate_problem
@@ -62,7 +65,7 @@ def _training_texts(num_problems: int, seed: int) -> Iterator[str]:
         yield problem.question
         yield problem.answer
         yield "user\nassistant"  # role names of the chat template, frequent enough to merge
-    # Every task number, alone and after a space, so each becomes one token (see module doc).
+    # Every task number, so each becomes one token (see module doc).
     numbers = [str(n) for n in range(MAX_VALUE + 1)]
     for _ in range(20):
         yield " ".join(numbers)
@@ -74,7 +77,13 @@ def build_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on generated problems and wrap it for transformers."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            # A space before a digit becomes its own piece: numbers never carry a space.
+            pre_tokenizers.Split(Regex(r" (?=\d)"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

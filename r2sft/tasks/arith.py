@@ -33,10 +33,10 @@ from r2sft.tasks.base import Example, Task, register_task
 
 # Difficulty knobs: sized so a ~1M-parameter model learns the task imperfectly in ~45 CPU
 # minutes (1-token-per-step accuracy between 50% and 95%).
-MAX_VALUE = 50
-MAX_START = 20
+MAX_VALUE = 20
+MAX_START = 15
 MAX_OPERAND = 9  # largest number added or subtracted
-MAX_PRODUCT_BASE = 12  # only values up to this are multiplied (by 2-5)
+MAX_PRODUCT_BASE = 10  # only values up to this are multiplied (by 2-5)
 SPLITS = ("train", "dev", "test")
 # Share of the arithmetic-signature hash space given to each held-out split.
 _HELD_OUT_BUCKETS = {"test": range(0, 5), "dev": range(5, 10)}
