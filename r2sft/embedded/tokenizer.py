@@ -5,11 +5,11 @@ Trained with the ``tokenizers`` library on generated arithmetic problems and sav
 offline. Byte-level pre-tokenisation makes decoding an exact round trip of any text.
 
 Every number of the task (0..MAX_VALUE) is ONE token, the same token wherever it stands:
-a space before a digit is split off as its own token, so ``" 26"`` in a question or after
-``=`` and ``"26"`` at the start of the next equation line are both ``26``. Copying a
+a space before a digit is split off as its own token, so ``" 16"`` in a question or after
+``=`` and ``"16"`` at the start of the next equation line are both ``16``. Copying a
 number (question -> equation, result -> next line, last result -> ``#### N``) is then an
-identity map the model learns early; with separate ``" 26"`` / ``"26"`` tokens a ~1M-parameter
-model first has to learn that the two spellings are one number. Every equation line
+identity map; with separate ``" 16"`` / ``"16"`` tokens a ~1M-parameter model must also
+learn that the two spellings are one number. Every equation line
 ``a op b = c`` is seven tokens, so line k of an answer always starts at the same canvas
 offset (with digit-level numbers the lines drift with the digit counts, and a tiny model
 trained for 2000 steps never learned to copy: 0% accuracy). Numbers outside the task's
