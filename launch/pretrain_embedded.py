@@ -1,6 +1,6 @@
 """Reproduce the embedded tiny LLaDA (data/tiny-llada) from scratch with a fixed seed.
 
-One run of the default schedule (8000 steps of 32 problems, two threads) on 2 CPU cores;
+One run of the default schedule (9000 steps of 32 problems, two threads) on 2 CPU cores;
 these commands reproduce the shipped model:
 
     python -m r2sft.embedded.make_task        # data/arith/*.jsonl (already shipped)

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 import r2sft  # noqa: F401  (registers the LLaDA Auto classes)
-from r2sft.embedded.data import encode_canvas, make_batch, render_user_prompt
+from r2sft.embedded.data import encode_canvas, iter_batches, make_batch, render_user_prompt
 from r2sft.embedded.pretrain import PretrainConfig, pretrain
 from r2sft.embedded.tokenizer import (
     BOS_TOKEN,
@@ -102,6 +102,28 @@ def test_batch_layout(tokenizer):
         assert batch.answer_mask[row].sum().item() == EMBEDDED_GEN_LENGTH
         assert batch.answer_mask[row, len(prompt) : length].all()
         assert not batch.attention_mask[row, length:].any()
+
+
+def test_length_pooled_batches_cut_padding_and_keep_every_problem(tokenizer):
+    def padding_and_batches(pool_batches):
+        batches = list(islice(iter_batches(tokenizer, 8, EMBEDDED_GEN_LENGTH, 0, pool_batches), 4))
+        return sum((b.attention_mask == 0).sum().item() for b in batches), batches
+
+    plain_padding, plain = padding_and_batches(1)
+    pooled_padding, pooled = padding_and_batches(4)
+    assert pooled_padding < plain_padding / 2
+
+    def prompts(batches):
+        rows = []
+        for b in batches:
+            for ids, answer in zip(b.input_ids, b.answer_mask, strict=True):
+                rows.append(tuple(ids[: answer.nonzero()[0].item()].tolist()))
+        return sorted(rows)
+
+    # The same 32 problems, only regrouped; and a pool is deterministic from the seed.
+    assert prompts(plain) == prompts(pooled)
+    again = list(islice(iter_batches(tokenizer, 8, EMBEDDED_GEN_LENGTH, 0, 4), 4))
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(pooled, again, strict=True))
 
 
 _TINY = dict(d_model=32, n_layers=1, n_heads=2, mlp_hidden_size=64, batch_size=4, threads=1)

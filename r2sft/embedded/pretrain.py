@@ -31,15 +31,20 @@ class PretrainConfig:
     """Everything that defines the embedded model; the defaults reproduce the shipped one."""
 
     seed: int = 0
-    steps: int = 8000  # length of the learning-rate schedule
+    steps: int = 9000  # length of the learning-rate schedule
     # Stop early at this step (None: at ``steps``); the schedule still spans ``steps``, so a
     # stopped run equals the first ``stop_step`` steps of the full one.
     stop_step: int | None = None
     batch_size: int = 32
+    # Batches drawn together and grouped by prompt length (less padding; see iter_batches).
+    pool_batches: int = 8
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
-    weight_decay: float = 0.01
+    # Decoupled (AdamW) decay on every weight. In 2000-step one-seed trials 0.3 reached a loss
+    # of 0.21 and 26% of results right with the rest of the answer masked, against 0.37 and
+    # 11% for 0.01 (0.1: 0.24 and 19%); the arithmetic tables are what the model learns last.
+    weight_decay: float = 0.3
     grad_clip: float = 1.0
     # Lower bound of the masking ratio t, so the 1/t weight is at most 1/eps. LLaDA uses
     # 1e-3; at batch 32 the rare rows with t near 0 (one masked token weighted ~1000x) make
@@ -143,7 +148,9 @@ def pretrain(config: PretrainConfig, out_dir: Path, resume: bool = False) -> LLa
     print(f"embedded model: {num_params / 1e6:.2f}M parameters, starting at step {start_step}")
 
     # Skipping consumed batches keeps a resumed run on the same data as an unbroken one.
-    batches = iter_batches(tokenizer, config.batch_size, config.gen_length, config.seed)
+    batches = iter_batches(
+        tokenizer, config.batch_size, config.gen_length, config.seed, config.pool_batches
+    )
     for _ in range(start_step):
         next(batches)
     mask_id = tokenizer.mask_token_id
