@@ -137,6 +137,54 @@ def test_trajectory_replay_from_a_hand_built_step_map():
     assert targets.tolist() == [[False, True, False, False, False, False, False]]
 
 
+def test_trajectory_block_targets_are_the_masked_rest_of_the_active_block():
+    # Answer of 6 in blocks of 3: [0, 0, 0, 1, 1, 1]. Steps: block 0 at forwards 0, 1;
+    # block 1 at forwards 2, 3 -> groups 0..3.
+    step_map = torch.tensor([[-1, 0, 1, 0, 2, 3, 2]])
+    answer = torch.tensor([[False] + [True] * 6])
+    block_open = Noise(torch.tensor([0.0]), torch.zeros(1, 7))  # group 0: block 0 opens
+    masked, targets, n_groups = trajectory_mask(step_map, answer, noise=block_open, block_length=3)
+    assert n_groups.tolist() == [4.0]
+    assert masked.tolist() == [[False] + [True] * 6]
+    # Step targets would be positions 1 and 3 only; block targets add the later position 2
+    # and stop at the block boundary.
+    assert targets.tolist() == [[False, True, True, True, False, False, False]]
+    second_step = Noise(torch.tensor([0.3]), torch.zeros(1, 7))  # group 1: rest of block 0
+    masked, targets, _ = trajectory_mask(step_map, answer, noise=second_step, block_length=3)
+    assert targets.tolist() == [[False, False, True, False, False, False, False]]
+    assert masked.tolist() == [[False, False, True, False, True, True, True]]
+    block_one = Noise(torch.tensor([0.5]), torch.zeros(1, 7))  # group 2: block 1 opens
+    _, targets, _ = trajectory_mask(step_map, answer, noise=block_one, block_length=3)
+    assert targets.tolist() == [[False, False, False, False, True, True, True]]
+
+
+def test_trajectory_block_targets_with_shrink_span_the_blocks_the_group_touches():
+    # shrink 2 merges forwards {1, 2}: the end of block 0 and the start of block 1.
+    step_map = torch.tensor([[0, 1, 0, 2, 3, 2]])
+    answer = torch.ones(1, 6, dtype=torch.bool)
+    noise = Noise(torch.tensor([0.0]), torch.zeros(1, 6))  # group {0, 1}
+    masked, targets, _ = trajectory_mask(step_map, answer, shrink=2, noise=noise, block_length=3)
+    assert torch.equal(targets, masked & torch.tensor([[True] * 3 + [False] * 3]))
+    noise = Noise(torch.tensor([0.9]), torch.zeros(1, 6))  # group {2, 3}
+    masked, targets, _ = trajectory_mask(step_map, answer, shrink=2, noise=noise, block_length=3)
+    assert targets.tolist() == masked.tolist() == [[False] * 3 + [True] * 3]
+
+
+def test_trajectory_entropy_term_applies_to_correct_targets_only():
+    logits = torch.tensor([[[3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, 0]])  # right, wrong, (not a target)
+    targets = torch.tensor([[True, True, False]])
+    n_groups = torch.tensor([2.0])
+    ce_only = trajectory_row_loss(logits, labels, targets, n_groups)
+    with_entropy = trajectory_row_loss(
+        logits, labels, targets, n_groups, entropy_weight=0.5, temperature=0.5
+    )
+    correct_only = torch.tensor([[True, False, False]])
+    entropy = masked_token_entropy(logits, correct_only, temperature=0.5).sum()
+    assert with_entropy.item() == pytest.approx(ce_only.item() + 2.0 * 0.5 * entropy.item())
+    assert entropy.item() > 0
+
+
 def test_trajectory_samples_every_group_uniformly():
     step_map = torch.tensor([[0, 1, 1, 2, 3, 4]]).repeat(3000, 1)
     answer = torch.ones_like(step_map, dtype=torch.bool)

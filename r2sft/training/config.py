@@ -76,6 +76,17 @@ class TrainConfig:
     trajectory_shrink: int = field(
         default=1, metadata=_help("trajectory: consecutive decode steps merged per training step.")
     )
+    trajectory_targets: Literal["step", "block"] = field(
+        default="step",
+        metadata=_help(
+            "trajectory: step (the tokens committed at the replayed step, TraceRL) | block "
+            "(every still-masked token of the block being decoded: fewer forwards per block)."
+        ),
+    )
+    trajectory_entropy_weight: float = field(
+        default=0.0,
+        metadata=_help("trajectory: weight of certainty forcing's entropy term (0: CE only)."),
+    )
     cf_block_length: int | None = field(
         default=None,
         metadata=_help("certainty_forcing: block length (None: the collect decoder's)."),
@@ -88,7 +99,9 @@ class TrainConfig:
     )
     cf_temperature: float = field(
         default=0.5,
-        metadata=_help("certainty_forcing: entropy temperature (dParallel: 0.5)."),
+        metadata=_help(
+            "Temperature of the entropy term (certainty_forcing, trajectory; dParallel: 0.5)."
+        ),
     )
 
     # ------------------------------------------------------------------ LoRA
@@ -182,6 +195,7 @@ class TrainConfig:
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1),
             ("save_steps", self.save_steps >= 1),
             ("trajectory_shrink", self.trajectory_shrink >= 1),
+            ("trajectory_entropy_weight", self.trajectory_entropy_weight >= 0),
             ("eval_limit", self.eval_limit >= 0),
             ("lora_r", self.lora_r >= 1),
         ]

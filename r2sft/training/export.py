@@ -104,7 +104,8 @@ def model_card(
         "llada": f"LLaDA SFT (t ~ U({config.llada_eps}, 1), CE / t on masked answer tokens)",
         "trajectory": (
             f"trajectory replay of the selected decodes' step maps (shrink "
-            f"{config.trajectory_shrink})"
+            f"{config.trajectory_shrink}, {config.trajectory_targets} targets, entropy weight "
+            f"{config.trajectory_entropy_weight})"
         ),
         "certainty_forcing": (
             f"certainty forcing (dParallel; block {config.cf_block_length}, entropy weight "

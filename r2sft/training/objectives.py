@@ -12,7 +12,9 @@ Three objectives (``../shared/method.md`` section 4):
 - ``trajectory``: trajectory replay (TraceRL). The recorded step map says at which forward
   each answer token was committed. Consecutive distinct steps are grouped by ``shrink``; for
   a sampled group ``g``, tokens of earlier groups are visible, tokens of ``g`` and later are
-  masked, and the targets are the tokens of ``g``. Weight ``n_groups`` per row.
+  masked, and the targets are the tokens of ``g`` (or, with block-completion targets, every
+  masked token of the block ``g`` decodes). Weight ``n_groups`` per row. An optional
+  certainty (entropy) term as in certainty forcing.
 - ``certainty_forcing``: dParallel. A block ``k`` of the answer is sampled; earlier blocks
   are visible, later blocks masked; inside block ``k`` two complementary random masks make
   two views, so every token of the block is a target exactly once. CE plus
@@ -299,13 +301,21 @@ def trajectory_mask(
     shrink: int = 1,
     generator: torch.Generator | None = None,
     noise: Noise | None = None,
+    block_length: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample one step group per row and replay the recorded trajectory at that point.
 
+    Args:
+        block_length: None: the targets are the tokens committed in the sampled group
+            (TraceRL replay). A decoder block length: the targets are every still-masked
+            token of the block(s) the sampled group decodes ("block completion"), so from
+            each state of its own trajectory the model learns to finish the whole block,
+            which is what lets a threshold decoder commit it in fewer forwards.
+
     Returns:
         ``(masked, targets, n_groups)``: bool ``(B, L)`` positions masked in the input
-        (committed in the sampled group or later), bool ``(B, L)`` targets (committed in the
-        sampled group) and the float ``(B,)`` number of groups (the row weight).
+        (committed in the sampled group or later), bool ``(B, L)`` targets and the float
+        ``(B,)`` number of groups (the row weight).
     """
     group, n_groups = trajectory_groups(step_map, answer_mask, shrink)
     if noise is None:
@@ -313,14 +323,35 @@ def trajectory_mask(
     sampled = (noise.row * n_groups).floor().long().clamp(max=(n_groups - 1).clamp(min=0))
     masked = answer_mask & (group >= sampled[:, None])
     targets = answer_mask & (group == sampled[:, None])
+    if block_length is not None:
+        if block_length < 1:
+            raise ValueError(f"block_length must be >= 1, got {block_length}")
+        block = torch.div(answer_offsets(answer_mask), block_length, rounding_mode="floor")
+        last_block = block.masked_fill(~targets, -1).max(dim=1).values
+        # Earlier blocks are fully committed, so this is the masked rest of the active block.
+        targets = masked & (block <= last_block[:, None])
     return masked, targets, n_groups.float()
 
 
 def trajectory_row_loss(
-    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, n_groups: torch.Tensor
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    n_groups: torch.Tensor,
+    entropy_weight: float = 0.0,
+    temperature: float = 0.5,
 ) -> torch.Tensor:
-    """Per-row ``n_groups_b * sum_{i target} CE``: ``(B,)``, unbiased for the whole trajectory."""
-    return masked_token_ce(logits, labels, targets).sum(dim=1) * n_groups
+    """Per-row ``n_groups_b * sum_{i target} [CE_i + entropy_weight * 1{argmax_i = label_i}
+    * H_T(i)]``: ``(B,)``, unbiased for the sum over the whole trajectory's states.
+
+    The entropy term is certainty forcing's (see :func:`certainty_forcing_row_loss`); off by
+    default (TraceRL's replay is CE only).
+    """
+    row = masked_token_ce(logits, labels, targets)
+    if entropy_weight:
+        correct = targets & (logits.detach().argmax(dim=-1) == labels)
+        row = row + entropy_weight * masked_token_entropy(logits, correct, temperature)
+    return row.sum(dim=1) * n_groups
 
 
 # --------------------------------------------------------------------------- certainty forcing

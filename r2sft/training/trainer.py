@@ -56,12 +56,25 @@ def llada_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -> tor
 
 def trajectory_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -> torch.Tensor:
     labels, loss_mask = batch["input_ids"], batch["loss_mask"]
+    if config.trajectory_targets == "block" and config.block_length is None:
+        raise ValueError("trajectory_targets=block needs --block_length (or collect decoder info).")
     masked, targets, n_groups = obj.trajectory_mask(
-        batch["step_map"], batch["answer_mask"], shrink=config.trajectory_shrink, noise=noise
+        batch["step_map"],
+        batch["answer_mask"],
+        shrink=config.trajectory_shrink,
+        noise=noise,
+        block_length=config.block_length if config.trajectory_targets == "block" else None,
     )
     noised = obj.apply_mask(labels, masked, spec.mask_token_id)
     logits = model_logits(model, noised, batch["attention_mask"], spec)
-    return obj.trajectory_row_loss(logits, labels, targets & loss_mask, n_groups)
+    return obj.trajectory_row_loss(
+        logits,
+        labels,
+        targets & loss_mask,
+        n_groups,
+        entropy_weight=config.trajectory_entropy_weight,
+        temperature=config.cf_temperature,
+    )
 
 
 def certainty_forcing_step(
