@@ -1,6 +1,7 @@
 """Collect candidate decoding trajectories and keep the least redundant correct one per prompt.
 
-Embedded default (tiny LLaDA, arithmetic task, 256 train prompts, K=8; ~5 min on a CPU)::
+Embedded default (tiny LLaDA, arithmetic task, the 2000 train prompts, K=4; ~3.5 min on 2 CPU
+cores)::
 
     accelerate launch --num_processes 1 collect.py
     accelerate launch --num_processes 1 collect.py --num_prompts 16 --num_candidates 4 \\

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${R2SFT_OUTPUT:-outputs}"
+# accelerate launch pins OMP_NUM_THREADS to 1 unless it is set; one process may use every core.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 
 accelerate launch --num_processes 1 collect.py --output_dir "$out/collect"
 accelerate launch --num_processes 1 train.py --data_dir "$out/collect" --output_dir "$out/train"

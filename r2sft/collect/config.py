@@ -72,7 +72,7 @@ class CollectConfig:
     )
     split: str = field(default="train", metadata=_help("split of the task to collect on."))
     num_prompts: int | None = field(
-        default=256, metadata=_help("first N prompts of the split (None: all).")
+        default=None, metadata=_help("first N prompts of the split (None: all).")
     )
     skip_invalid: bool = field(
         default=False,
@@ -84,7 +84,7 @@ class CollectConfig:
     )
     dtype: str = field(default="auto", metadata=_help("model dtype: auto, bfloat16, float32."))
     # --- candidates
-    num_candidates: int = field(default=8, metadata=_help("candidates K per prompt."))
+    num_candidates: int = field(default=4, metadata=_help("candidates K per prompt."))
     seed: int = field(
         default=0, metadata=_help("base seed; candidate seeds derive from (seed, prompt, k).")
     )

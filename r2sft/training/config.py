@@ -77,14 +77,14 @@ class TrainConfig:
         default=1, metadata=_help("trajectory: consecutive decode steps merged per training step.")
     )
     trajectory_targets: Literal["step", "block"] = field(
-        default="step",
+        default="block",
         metadata=_help(
             "trajectory: step (the tokens committed at the replayed step, TraceRL) | block "
             "(every still-masked token of the block being decoded: fewer forwards per block)."
         ),
     )
     trajectory_entropy_weight: float = field(
-        default=0.0,
+        default=3.0,
         metadata=_help("trajectory: weight of certainty forcing's entropy term (0: CE only)."),
     )
     cf_block_length: int | None = field(
@@ -129,7 +129,7 @@ class TrainConfig:
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_steps: int = field(
-        default=120, metadata=_help("Optimizer steps; <= 0 trains num_train_epochs instead.")
+        default=8000, metadata=_help("Optimizer steps; <= 0 trains num_train_epochs instead.")
     )
     num_train_epochs: float = 1.0
     bf16: bool = field(default=False, metadata=_help("bf16 mixed precision (GPU)."))
@@ -142,10 +142,11 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checkpoints, tracking
     save_steps: int = field(
-        default=40, metadata=_help("Save (and decode the held-out set) every N optimizer steps.")
+        default=2000,
+        metadata=_help("Save (and decode the held-out set) every N optimizer steps."),
     )
     save_total_limit: int | None = None
-    logging_steps: int = 10
+    logging_steps: int = 100
     report_to: str = field(
         default="tensorboard", metadata=_help("tensorboard | wandb | none | comma list.")
     )
