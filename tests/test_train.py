@@ -335,12 +335,17 @@ def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
 
     config = tiny_config(
         tiny, tmp_path, eval_limit=4, eval_batch_size=4, report_to="tensorboard",
-        gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH,
+        gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH, logging_steps=3,
     )  # fmt: skip
     train(config)
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [0, 2, 4]
     assert records[0]["loss"] is None and records[1]["loss"] > 0
+    # Saves log the loss even off the logging grid (steps 1, 3): each checkpoint's own loss.
+    history = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
+    logged = {e["step"]: e["loss"] for e in history["log_history"] if "loss" in e}
+    assert sorted(logged) == [1, 2, 3, 4]
+    assert [records[1]["loss"], records[2]["loss"]] == [logged[2], logged[4]]
     for step in (2, 4):
         saved = json.loads((tmp_path / f"checkpoint-{step}" / "r2sft_metrics.json").read_text())
         for key in ("loss", "accuracy", "mean_nfe", "mean_r_total", "tokens_per_forward"):

@@ -204,6 +204,13 @@ class CheckpointTracker(TrainerCallback):
         if self.eval_before_training and state.global_step == 0 and self.examples:
             self._log(self.track(state, checkpoint_dir=None))
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # Log the training loss at every save, so a checkpoint's metrics carry the loss of the
+        # steps just before it rather than a stale one from the last logging step.
+        if control.should_save and self.examples:
+            control.should_log = True
+        return control
+
     def on_save(self, args, state, control, **kwargs):
         if not self.examples:
             return
