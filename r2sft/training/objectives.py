@@ -86,6 +86,26 @@ def masked_token_entropy(
     return entropy
 
 
+def certainty_token_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    entropy_weight: float,
+    temperature: float,
+) -> torch.Tensor:
+    """``CE_i + entropy_weight * 1{argmax_i = label_i} * H_T(i)`` at ``targets``: ``(B, L)``.
+
+    dParallel's certainty forcing: the entropy (at ``temperature``) of targets the model
+    already predicts correctly is pushed down, so a threshold decoder commits them earlier.
+    """
+    tokens = masked_token_ce(logits, labels, targets)
+    if entropy_weight:
+        # Correct under greedy decoding; argmax needs no gradient (and ignores temperature).
+        correct = targets & (logits.detach().argmax(dim=-1) == labels)
+        tokens = tokens + entropy_weight * masked_token_entropy(logits, correct, temperature)
+    return tokens
+
+
 def apply_mask(input_ids: torch.Tensor, masked: torch.Tensor, mask_token_id: int) -> torch.Tensor:
     """The noised canvas: ``mask_token_id`` where ``masked``, the clean token elsewhere."""
     return input_ids.masked_fill(masked, mask_token_id)
@@ -347,11 +367,8 @@ def trajectory_row_loss(
     The entropy term is certainty forcing's (see :func:`certainty_forcing_row_loss`); off by
     default (TraceRL's replay is CE only).
     """
-    row = masked_token_ce(logits, labels, targets)
-    if entropy_weight:
-        correct = targets & (logits.detach().argmax(dim=-1) == labels)
-        row = row + entropy_weight * masked_token_entropy(logits, correct, temperature)
-    return row.sum(dim=1) * n_groups
+    tokens = certainty_token_loss(logits, labels, targets, entropy_weight, temperature)
+    return tokens.sum(dim=1) * n_groups
 
 
 # --------------------------------------------------------------------------- certainty forcing
@@ -412,9 +429,6 @@ def certainty_forcing_row_loss(
     """
     total = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device)
     for logits, targets in ((logits_a, targets_a), (logits_b, targets_b)):
-        token_ce = masked_token_ce(logits, labels, targets)
-        # Correct under greedy decoding; argmax needs no gradient (and ignores temperature).
-        correct = targets & (logits.detach().argmax(dim=-1) == labels)
-        entropy = masked_token_entropy(logits, correct, temperature)
-        total = total + (token_ce + entropy_weight * entropy).sum(dim=1)
+        tokens = certainty_token_loss(logits, labels, targets, entropy_weight, temperature)
+        total = total + tokens.sum(dim=1)
     return total * n_blocks
