@@ -24,7 +24,8 @@ Three objectives (``../shared/method.md`` section 4):
 
 Loss normalisation. Loss functions return per-row *sums* ``(B,)``; the weights above make
 each sum an unbiased estimate of the summed per-token loss over the whole answer (the
-weight undoes the sampling of ``t``, of the step group, or of the block). The trainer turns
+weight undoes the sampling of ``t``, of the step group, or of the block; with block-completion
+targets, of the loss summed over every replayed state). The trainer turns
 row sums into the loss with :func:`normalise_loss` and a denominator counted by
 :func:`normalisation_units` over the WHOLE optimizer step (all accumulated micro-batches on
 all processes), so the gradient does not depend on how a global batch is split:
