@@ -12,14 +12,13 @@ from r2sft.tasks.arith import (
     SPLIT_SEEDS,
     SPLIT_SIZES,
     SPLITS,
-    answers_match,
-    extract_answer,
     generate_problem,
     iter_problems,
     make_split,
     split_of,
     write_splits,
 )
+from r2sft.tasks.gsm8k import answers_match, extract_answer
 
 _EQUATION = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
 
@@ -107,7 +106,7 @@ def test_task_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(FileNotFoundError, match="make_task"):
         task.load("test")
     (tmp_path / "dev.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
-    with pytest.raises(ValueError, match=r"dev.jsonl:1: missing key"):
+    with pytest.raises(ValueError, match=r"dev.jsonl:1: missing or empty field"):
         task.load("dev")
     (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "7"}) + "\n")
     with pytest.raises(ValueError, match=r"train.jsonl:1: answer has no final"):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from r2sft.tasks import get_task
-from r2sft.tasks.code import InvalidRecordError, extract_code
+from r2sft.tasks.code import extract_code
+from r2sft.tasks.files import InvalidRecordError
 from r2sft.tasks.math import last_boxed
 
 # The workplace keeps shared data beside the checkout: <repo>/../shared/data.

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from r2sft.tasks import sandbox
-from r2sft.tasks.sandbox import SandboxLimits, isolation_report, run_many, run_python
+from r2sft.tasks.sandbox import (
+    SandboxLimits,
+    CodeCheck,
+    isolation_report,
+    run_many,
+    run_python,
+)
 
 FAST = SandboxLimits(timeout_s=3.0, memory_mb=512, max_processes=8)
 
@@ -26,8 +32,8 @@ def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 def test_passing_and_failing_solutions() -> None:
     ok, bad = run_many(
         [
-            "def f(x):\n    return x + 1\nassert f(1) == 2\nprint('fine')\n",
-            "def f(x):\n    return x\nassert f(1) == 2\n",
+            CodeCheck("def f(x):\n    return x + 1\n", "assert f(1) == 2\nprint('fine')\n"),
+            CodeCheck("def f(x):\n    return x\n", "assert f(1) == 2\n"),
         ],
         FAST,
     )

@@ -8,6 +8,7 @@ import pkgutil
 from r2sft.tasks.base import (
     Example,
     Task,
+    TaskOptions,
     available_tasks,
     get_task,
     register_task,
@@ -15,7 +16,15 @@ from r2sft.tasks.base import (
 )
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("base", "files"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Example", "Task", "available_tasks", "get_task", "register_task", "task_class"]
+__all__ = [
+    "Example",
+    "Task",
+    "TaskOptions",
+    "available_tasks",
+    "get_task",
+    "register_task",
+    "task_class",
+]

@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2sft.paths import EMBEDDED_TASK_DIR
-from r2sft.tasks.base import Example, Task, register_task
+from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_TASK_DIR
+from r2sft.tasks.base import Example, register_task
+from r2sft.tasks.gsm8k import GSM8KTask
 
 # Difficulty knobs. The aim is a ~1M-parameter model that learns the task imperfectly in ~45
 # CPU minutes (1-token-per-step accuracy 50-95%); the shipped one reaches 56% in 41 minutes
@@ -194,74 +194,23 @@ def write_splits(out_dir: Path = EMBEDDED_TASK_DIR) -> dict[str, Path]:
     return paths
 
 
-_FINAL_ANSWER = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer of a GSM8K-style response: the last ``#### N``, else the last number."""
-    found = _FINAL_ANSWER.findall(text) or _NUMBER.findall(text)
-    return found[-1].replace(",", "") if found else None
-
-
-def answers_match(predicted: str | None, reference: str) -> bool:
-    """Numeric comparison (``14``, ``14.0`` and ``1,4`` style commas all normalised)."""
-    if predicted is None:
-        return False
-    try:
-        return abs(float(predicted) - float(reference.replace(",", ""))) < 1e-6
-    except ValueError:
-        return False
-
-
-def read_jsonl(path: Path) -> list[dict[str, str]]:
-    """Rows of a GSM8K-format JSONL file, each checked for ``question`` and ``answer``."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist; regenerate the arith splits with "
-            "`python -m r2sft.embedded.make_task`"
-        )
-    rows = []
-    with path.open() as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: invalid JSON ({error})") from error
-            missing = [key for key in ("question", "answer") if key not in row]
-            if missing:
-                raise ValueError(f"{path}:{line_number}: missing key(s) {missing}")
-            rows.append(row)
-    return rows
-
-
 @register_task("arith")
-class ArithTask(Task):
-    """The embedded arithmetic word-problem task (files under ``data/arith``)."""
+class ArithTask(GSM8KTask):
+    """The embedded arithmetic word-problem task: GSM8K's format and answer checking, files
+    under ``data/arith``, a 64-token canvas in blocks of 16 (answers are short)."""
 
-    def __init__(self, path: str | Path = EMBEDDED_TASK_DIR) -> None:
-        self.path = Path(path)
+    default_path = EMBEDDED_TASK_DIR
+    id_prefix = "arith"
+    instruction = ""  # the embedded model was pretrained on the bare question
+    splits = SPLITS
+    gen_length = EMBEDDED_GEN_LENGTH
+    block_length = EMBEDDED_BLOCK_LENGTH
 
-    def load(self, split: str, limit: int | None = None) -> list[Example]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown arith split {split!r}; use one of {', '.join(SPLITS)}")
-        rows = read_jsonl(self.path / f"{split}.jsonl")[:limit]
-        examples = []
-        for index, row in enumerate(rows):
-            final = _FINAL_ANSWER.findall(row["answer"])
-            if not final:
-                raise ValueError(
-                    f"{self.path / f'{split}.jsonl'}:{index + 1}: answer has no final '#### N'"
+    def load(self, split: str = "test", limit: int | None = None) -> list[Example]:
+        if self.path is not None and self.path.is_dir() and split in SPLITS:
+            if not (self.path / f"{split}.jsonl").is_file():
+                raise FileNotFoundError(
+                    f"{self.path / f'{split}.jsonl'} does not exist; regenerate the arith splits "
+                    "with `python -m r2sft.embedded.make_task`"
                 )
-            reference = final[-1].replace(",", "")
-            meta = {"solution": row["answer"]}
-            examples.append(Example(f"arith-{split}-{index}", row["question"], reference, meta))
-        return examples
-
-    def user_message(self, example: Example) -> str:
-        return example.question
-
-    def is_correct(self, example: Example, response: str) -> bool:
-        return answers_match(extract_answer(response), example.reference)
+        return super().load(split, limit)

@@ -8,10 +8,12 @@ scores a decoded response. Tasks register themselves by name so configs can say
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,54 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class Task(ABC):
-    """A source of prompts plus a correctness function."""
+@dataclass(frozen=True)
+class TaskOptions:
+    """The options every task takes; collect, evaluate and tracking pass them through.
 
-    name: str = ""
+    Attributes:
+        path: local data file or folder (None: the task's own default or its Hub data set).
+        skip_invalid: skip (and count in ``Task.skipped``) unusable records instead of
+            failing on the first one.
+        sandbox_timeout_s: code tasks: wall-clock limit of one test run.
+        sandbox_memory_mb: code tasks: address-space limit of one test run.
+        scoring_workers: code tasks: sandboxes run at once (None: the CPU count).
+    """
+
+    path: str | Path | None = None
+    skip_invalid: bool = False
+    sandbox_timeout_s: float = 10.0
+    sandbox_memory_mb: int = 1024
+    scoring_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sandbox_timeout_s <= 0 or self.sandbox_memory_mb <= 0:
+            raise ValueError(
+                f"sandbox limits must be positive (got sandbox_timeout_s="
+                f"{self.sandbox_timeout_s}, sandbox_memory_mb={self.sandbox_memory_mb})."
+            )
+        if self.scoring_workers is not None and self.scoring_workers < 1:
+            raise ValueError(f"scoring_workers must be >= 1, got {self.scoring_workers}.")
+
+
+class Task(ABC):
+    """A source of prompts plus a correctness function.
+
+    Class attributes a task may set: ``default_path`` (its data when no path is given),
+    ``gen_length`` / ``block_length`` (the canvas its answers need, when it differs from the
+    decoder preset's) and ``runs_code`` (scores by running model code in the sandbox).
+    """
+
+    name: ClassVar[str] = ""
+    default_path: ClassVar[Path | None] = None
+    gen_length: ClassVar[int | None] = None
+    block_length: ClassVar[int | None] = None
+    runs_code: ClassVar[bool] = False
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        self.options = options or TaskOptions()
+        path = self.options.path if self.options.path is not None else self.default_path
+        self.path = Path(path) if path is not None else None
+        self.skipped: list[str] = []  # reasons for the records the last load() skipped
 
     @abstractmethod
     def load(self, split: str, limit: int | None = None) -> list[Example]:
@@ -84,5 +130,11 @@ def task_class(name: str) -> Callable[..., Task]:
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """Instantiate the task ``name`` with its ``options`` (e.g. ``path=`` for local files)."""
-    return task_class(name)(**options)
+    """Instantiate the task ``name`` with :class:`TaskOptions` ``options`` (None values
+    keep the defaults), e.g. ``get_task("gsm8k", path="data/gsm8k")``."""
+    valid = {f.name for f in dataclasses.fields(TaskOptions)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"unknown task option(s) {unknown}; valid options: {sorted(valid)}.")
+    cls = task_class(name)
+    return cls(TaskOptions(**{k: v for k, v in options.items() if v is not None}))

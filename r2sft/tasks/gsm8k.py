@@ -1,8 +1,8 @@
 """GSM8K grade-school math: final numeric answer, checked numerically and by math-verify.
 
 Data: a local folder (or file) of JSONL in the format of the original release
-(``question``, ``answer`` ending in ``#### N``), e.g. ``../shared/data/gsm8k`` with
-``train.jsonl`` / ``test.jsonl``; without a path, the Hub dataset ``openai/gsm8k``
+(``question``, ``answer`` ending in ``#### N``), e.g. a folder with ``train.jsonl`` /
+``test.jsonl``; without a path, the Hub dataset ``openai/gsm8k``
 (config "main") through ``datasets.load_dataset`` (needs network).
 
 A response's answer is its last ``#### N``, else its last ``\\boxed{...}``, else its last
@@ -15,13 +15,12 @@ outside the main thread.
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from math_verify import parse, verify
 
 from r2sft.tasks.base import Example, Task, register_task
-from r2sft.tasks.code import find_split_file, read_jsonl
+from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
 
 _FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+(?:/\d+)?)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -49,8 +48,8 @@ def answers_match(predicted: str | None, reference: str) -> bool:
     if not predicted:
         return False
     try:
-        if abs(float(predicted) - float(reference)) < 1e-6:
-            return True
+        # Two plain numbers: compared directly (math-verify would agree, only slower).
+        return abs(float(predicted) - float(reference)) < 1e-6
     except ValueError:
         pass
     gold = parse(f"${reference}$", parsing_timeout=None)
@@ -60,51 +59,49 @@ def answers_match(predicted: str | None, reference: str) -> bool:
 
 @register_task("gsm8k")
 class GSM8KTask(Task):
-    """GSM8K from a local JSONL folder/file (``path``) or from the Hub (``hub_name``)."""
+    """GSM8K from a local JSONL folder/file (``path``) or from the Hub (``openai/gsm8k``).
 
-    hub_name = "openai/gsm8k"
-    hub_config = "main"
-    instruction = "Solve the problem step by step. Finish with a line '#### <answer>'."
+    Subclasses for other data in the same format (``question`` / ``answer`` ending in
+    ``#### N``) set ``default_path``, ``id_prefix``, ``instruction`` and ``splits``.
+    """
 
-    def __init__(self, path: str | Path | None = None, hub_name: str | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        if hub_name is not None:
-            self.hub_name = hub_name
+    hub_name: ClassVar[str] = "openai/gsm8k"
+    hub_config: ClassVar[str] = "main"
+    id_prefix: ClassVar[str] = "gsm8k"
+    instruction: ClassVar[str] = (
+        "Solve the problem step by step. Finish with a line '#### <answer>'."
+    )
+    splits: ClassVar[tuple[str, ...] | None] = None  # None: whatever the data has
 
     def _rows(self, split: str) -> tuple[list[dict[str, Any]], str]:
-        if self.path is not None:
-            file = find_split_file(self.path, split)
-            return read_jsonl(file, ("question", "answer")), str(file)
-        from datasets import load_dataset  # Hub access only when no local path is given
-
-        rows = [dict(row) for row in load_dataset(self.hub_name, self.hub_config, split=split)]
-        for index, row in enumerate(rows):
-            row["_line"] = index + 1
-        return rows, f"{self.hub_name}[{split}]"
+        if self.path is None:
+            return load_hub_rows(self.hub_name, split, self.hub_config), f"{self.hub_name}[{split}]"
+        file = find_split_file(self.path, split)
+        rows = read_jsonl(file, ("question", "answer"), self.options.skip_invalid, self.skipped)
+        return rows, str(file)
 
     def load(self, split: str = "test", limit: int | None = None) -> list[Example]:
+        if self.splits is not None and split not in self.splits:
+            raise ValueError(
+                f"unknown {self.name} split {split!r}; use one of {', '.join(self.splits)}"
+            )
+        self.skipped = []
         rows, source = self._rows(split)
         examples = []
-        for index, row in enumerate(rows[:limit]):
+        for index, row in enumerate(rows):
             reference = reference_answer(row["answer"])
             if reference is None:
-                line = row.get("_line", index + 1)
-                raise ValueError(
-                    f"{source}:{line}: GSM8K answer has no final '#### N'; fix the record or "
-                    "remove it."
-                )
+                problem = f"{source}:{row['_line']}: answer has no final '#### N'"
+                reject_record(problem, self.options.skip_invalid, self.skipped)
+                continue
+            example_id = f"{self.id_prefix}-{split}-{index}"
             examples.append(
-                Example(
-                    f"gsm8k-{split}-{index}",
-                    row["question"],
-                    reference,
-                    {"solution": row["answer"]},
-                )  # fmt: skip
+                Example(example_id, row["question"], reference, {"solution": row["answer"]})
             )
-        return examples
+        return examples[:limit]
 
     def user_message(self, example: Example) -> str:
-        return f"{example.question}\n{self.instruction}"
+        return f"{example.question}\n{self.instruction}" if self.instruction else example.question
 
     def is_correct(self, example: Example, response: str) -> bool:
         return answers_match(extract_answer(response), example.reference)

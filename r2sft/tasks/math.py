@@ -13,12 +13,11 @@ threads. Its "timeout is disabled" warning is silenced for that reason.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from math_verify import parse, verify
 
 from r2sft.tasks.base import Example, Task, register_task
-from r2sft.tasks.code import _load_hub_rows, find_split_file, read_jsonl, reject_record
+from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
 
 
 class _NoTimeoutWarning(logging.Filter):
@@ -64,25 +63,23 @@ class MathTask(Task):
 
     hub_name = "HuggingFaceH4/MATH-500"
 
-    def __init__(self, path: str | Path | None = None, skip_invalid: bool = False) -> None:
-        self.path = Path(path) if path is not None else None
-        self.skip_invalid = skip_invalid
-        self.skipped: list[str] = []
-
     def load(self, split: str = "test", limit: int | None = None) -> list[Example]:
         self.skipped = []
         if self.path is None:
-            rows, source = _load_hub_rows(self.hub_name, split), self.hub_name
+            rows, source = load_hub_rows(self.hub_name, split), self.hub_name
         else:
             file = find_split_file(self.path, split)
-            rows, source = read_jsonl(file, ("problem",), self.skip_invalid, self.skipped), file
+            rows, source = (
+                read_jsonl(file, ("problem",), self.options.skip_invalid, self.skipped),
+                file,
+            )
         examples = []
         for index, row in enumerate(rows):
             where = f"{source}:{row['_line']}"
             answer = row.get("answer") or last_boxed(row.get("solution") or "")
             if not answer:
                 problem = f"{where}: no 'answer' field and no \\boxed{{}} in 'solution'"
-                reject_record(problem, self.skip_invalid, self.skipped)
+                reject_record(problem, self.options.skip_invalid, self.skipped)
                 continue
             example_id = str(row.get("unique_id") or row.get("id") or f"math-{split}-{index}")
             examples.append(Example(example_id, row["problem"], str(answer), {"source": where}))

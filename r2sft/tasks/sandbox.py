@@ -54,6 +54,20 @@ class SandboxLimits:
 
 
 @dataclass(frozen=True)
+class CodeCheck:
+    """What a code task asks the sandbox to judge: a solution and the tests that check it.
+
+    ``solution`` is the model's code with whatever the task adds around it (the prompt's
+    imports and helpers); ``tests`` is the task's checking code, run after the solution in
+    the same namespace; ``entry_point`` names the function under test when the task has one.
+    """
+
+    solution: str
+    tests: str
+    entry_point: str | None = None
+
+
+@dataclass(frozen=True)
 class SandboxResult:
     """Outcome of one run. ``passed`` means exit status 0 within the time limit."""
 
@@ -252,7 +266,9 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
 
 
 def run_many(
-    programs: list[str], limits: SandboxLimits | None = None, max_workers: int | None = None
+    programs: list[CodeCheck],
+    limits: SandboxLimits | None = None,
+    max_workers: int | None = None,
 ) -> list[SandboxResult]:
     """Run many programs, each in its own sandbox, ``max_workers`` at a time (order kept).
 
@@ -262,4 +278,9 @@ def run_many(
         return []
     workers = max_workers or max(1, min(len(programs), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda program: run_python(program, limits), programs))
+        return list(pool.map(lambda program: run_tests(program, limits), programs))
+
+
+def run_tests(program: CodeCheck, limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run ``program``'s solution, then its tests, in one sandbox."""
+    return run_python(f"{program.solution}\n\n{program.tests}\n", limits)

@@ -1,0 +1,103 @@
+"""Reading a task's data: local JSONL(.gz) files, split folders and Hub data sets.
+
+Every task reads its records through these helpers, so a malformed line, a missing field or
+a missing split is reported the same way everywhere: with the file, the line and the fix.
+``reject_record`` is the one place that decides between failing and skipping
+(``skip_invalid``) an unusable record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+
+class InvalidRecordError(ValueError):
+    """A data record cannot be used; the message names the file, line and problem."""
+
+
+def _open_text(path: Path) -> IO[str]:
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open()
+
+
+def reject_record(problem: str, skip_invalid: bool, skipped: list[str] | None) -> None:
+    """Handle an invalid data record: raise naming it, or (``skip_invalid``) record it in
+    ``skipped`` so the caller can drop it and count it."""
+    if not skip_invalid:
+        raise InvalidRecordError(f"{problem}. Fix or remove the line, or pass --skip_invalid.")
+    if skipped is not None:
+        skipped.append(problem)
+
+
+def read_jsonl(
+    path: Path,
+    required: Iterable[str],
+    skip_invalid: bool = False,
+    skipped: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL(.gz) file that carry every ``required`` field.
+
+    Each record gets ``_line`` (its 1-based line number) for error messages. A malformed
+    line, a non-object or a missing / empty required field raises
+    :class:`InvalidRecordError` naming ``path:line``; with ``skip_invalid`` the line is
+    skipped and its reason appended to ``skipped`` instead.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist; check the task's --data_path.")
+    required = tuple(required)
+    records = []
+    with _open_text(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            problem = None
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                problem = f"{path}:{line_number}: malformed JSON ({error.msg})"
+            else:
+                if not isinstance(record, dict):
+                    problem = f"{path}:{line_number}: expected a JSON object"
+                else:
+                    missing = [key for key in required if record.get(key) in (None, "", [])]
+                    if missing:
+                        problem = f"{path}:{line_number}: missing or empty field(s) {missing}"
+            if problem is not None:
+                reject_record(problem, skip_invalid, skipped)
+                continue
+            record["_line"] = line_number
+            records.append(record)
+    return records
+
+
+def find_split_file(root: Path, split: str) -> Path:
+    """``root`` itself if it is a file, else ``root/{split}.jsonl`` or ``.jsonl.gz``.
+
+    A folder without the split's file is an error, never a fallback to another file: reading
+    ``train.jsonl`` for ``--split test`` would silently evaluate on training data.
+    """
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise FileNotFoundError(f"data path {root} does not exist; check --data_path.")
+    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
+        if (root / name).is_file():
+            return root / name
+    found = sorted(path.name for path in [*root.glob("*.jsonl"), *root.glob("*.jsonl.gz")])
+    raise FileNotFoundError(
+        f"no {split}.jsonl(.gz) in {root} for --split {split} (found {found}); pick a split "
+        "that exists there, or point --data_path at the file itself."
+    )
+
+
+def load_hub_rows(name: str, split: str, config_name: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a Hub data set's split, each with ``_line`` (needs network)."""
+    from datasets import load_dataset  # only when a Hub name is used
+
+    rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
+    for index, row in enumerate(rows):
+        row["_line"] = index + 1
+    return rows
