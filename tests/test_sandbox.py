@@ -9,8 +9,8 @@ import pytest
 
 from r2sft.tasks import sandbox
 from r2sft.tasks.sandbox import (
-    SandboxLimits,
     CodeCheck,
+    SandboxLimits,
     isolation_report,
     run_many,
     run_python,

@@ -15,7 +15,7 @@ from typing import Any
 
 from r2sft.tasks.base import Example, Task, register_task
 from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
-from r2sft.tasks.sandbox import SandboxLimits, CodeCheck, run_many
+from r2sft.tasks.sandbox import CodeCheck, SandboxLimits, run_many
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
