@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
+from r2sft.decoding.config import DecoderConfig
 from r2sft.decoding.rules import (
+    CommitRule,
     TemporalState,
     chosen_confidence,
+    commit_step,
     confidence_cluster_commit,
     confidence_cluster_windows,
     factor_commit,
@@ -164,3 +167,55 @@ def test_temporal_commits_after_k_stable_forwards():
 def test_temporal_aggregations(agg, expected):
     # Streak confidences 0.9, 0.85, 0.7: last 0.7 < 0.8; mean 0.8167 >= 0.8; max 0.9.
     assert run_temporal([4, 4, 4], [0.9, 0.85, 0.7], agg=agg) == expected
+
+
+def _r2_block():
+    """One row of 8 positions exercising every rule once (see the expected rules below)."""
+    conf = rows([0.95, 0.85, 0.85, 0.2, 0.3, 0.3, 0.5, 0.82]).float()
+    cand = torch.tensor([[1, 2, 3, 4, 5, 5, 6, 6]])
+    masked = torch.ones(1, 8, dtype=torch.bool)
+    state = TemporalState.empty(1, 8, "cpu")
+    # Position 5 has shown token 5 once before, at confidence 0.9.
+    state.token[0, 5], state.count[0, 5], state.conf_max[0, 5] = 5, 1, 0.9
+    return cand, conf, masked, state
+
+
+def test_commit_step_chains_baseline_then_the_r2_rules_in_order():
+    cand, conf, masked, state = _r2_block()
+    config = DecoderConfig(
+        gen_length=8, block_length=8, r2=True, threshold=0.9, window=3, tau_s=0.8, u_max=1,
+        temporal_k=2, tau_t=0.8, temporal_agg="max",
+    )  # fmt: skip
+    rule, new_state = commit_step(cand, conf, masked, config, temporal=state)
+    B, C, K, TT = (int(r) for r in (CommitRule.BASELINE, CommitRule.CONFIDENCE_CLUSTER,
+                                    CommitRule.TOKEN_CLUSTER, CommitRule.TEMPORAL))  # fmt: skip
+    # 0: threshold (>= 0.9). 1-2: window [0, 2] holds one committed token and mean 0.85 of
+    # its masks. 7: the run 6,6 peaks at 0.82 > tau_s, its most confident position commits.
+    # 5: two forwards on token 5 with max confidence 0.9 >= tau_t. 3, 4, 6 stay masked.
+    assert rule.tolist() == [[B, C, C, 0, 0, TT, 0, K]]
+    assert rule.dtype == torch.int8
+    assert new_state.count[0].tolist() == [0, 0, 0, 1, 1, 2, 1, 0]  # committed: dropped
+
+
+def test_commit_step_without_r2_is_the_policy_alone():
+    cand, conf, masked, state = _r2_block()
+    threshold = DecoderConfig(gen_length=8, block_length=8, threshold=0.84)
+    rule, new_state = commit_step(cand, conf, masked, threshold, temporal=state)
+    assert rule.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]] and new_state is None
+    fixed = DecoderConfig(gen_length=8, block_length=8, policy="fixed")
+    rule, _ = commit_step(cand, conf, masked, fixed, num_tokens=torch.tensor([2]))
+    assert rule.tolist() == [[1, 1, 0, 0, 0, 0, 0, 0]]  # the two most confident, first on ties
+    with pytest.raises(ValueError, match="num_tokens"):
+        commit_step(cand, conf, masked, fixed)
+
+
+def test_commit_step_r2_rules_see_only_what_earlier_rules_left_open():
+    cand, conf, masked, state = _r2_block()
+    # A threshold of 0.8 commits 0, 1, 2 and 7 itself: the clusters then have nothing left
+    # there, and the run 6,6 is cut to position 6 alone (no token cluster).
+    config = DecoderConfig(gen_length=8, block_length=8, r2=True, threshold=0.8, window=3,
+                           tau_s=0.8, u_max=1, temporal_k=0)  # fmt: skip
+    rule, new_state = commit_step(cand, conf, masked, config, temporal=state)
+    assert rule.tolist() == [[1, 1, 1, 0, 0, 0, 0, 1]] and new_state is None
+    with pytest.raises(ValueError, match="TemporalState"):
+        commit_step(cand, conf, masked, DecoderConfig(gen_length=8, block_length=8, r2=True))

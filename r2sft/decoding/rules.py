@@ -5,8 +5,9 @@ length): ``cand`` the candidate token of each position, ``conf`` its probability
 ``masked`` which positions are still masks on the canvas the rule sees. They return a
 boolean ``[N, L]`` commit mask and never leave the device (no ``.item()``, no data-dependent
 shapes), so a decode step costs at most the one host sync the sampler does itself.
-The rules are those of ../shared/method.md sections 1-2 (baseline policies of LLaDA and
-Fast-dLLM, then the R² confidence cluster, token cluster and temporal finalisation).
+The rules are those of docs/method.md sections 1-2 (baseline policies of LLaDA and
+Fast-dLLM, then the R² confidence cluster, token cluster and temporal finalisation);
+:func:`commit_step` chains them the way one forward of the sampler applies them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from enum import IntEnum
 import torch
 import torch.nn.functional as F
 
+from r2sft.decoding.config import DecoderConfig
+
 
 class CommitRule(IntEnum):
     """Which rule committed a position (stored as int8 in ``DecodeResult.rule_map``)."""
@@ -26,12 +29,6 @@ class CommitRule(IntEnum):
     CONFIDENCE_CLUSTER = 2
     TOKEN_CLUSTER = 3
     TEMPORAL = 4
-
-
-def candidate_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy candidate (argmax) and its softmax probability (see :func:`chosen_confidence`)."""
-    cand = logits.argmax(dim=-1)
-    return cand, chosen_confidence(logits, cand)
 
 
 def chosen_confidence(logits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -256,3 +253,69 @@ def temporal_commit(
         raise ValueError(f"temporal aggregation {agg!r} must be last, ave or max")
     commit = masked & (count >= k) & (aggregated >= tau_t) if k > 0 else torch.zeros_like(masked)
     return TemporalState(token, count, conf_sum, conf_max), commit
+
+
+def commit_step(
+    cand: torch.Tensor,
+    conf: torch.Tensor,
+    masked: torch.Tensor,
+    config: DecoderConfig,
+    *,
+    num_tokens: torch.Tensor | None = None,
+    temporal: TemporalState | None = None,
+    uniform: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, TemporalState | None]:
+    """Which positions of the active block one forward commits, and by which rule.
+
+    The baseline policy of ``config`` runs first; with ``config.r2`` the R² rules follow in
+    the official order, each on the positions the rules before it left masked: confidence
+    cluster, token cluster, temporal finalisation. A position keeps the first rule that
+    committed it.
+
+    Args:
+        cand, conf, masked: ``[N, L]`` candidate tokens, their confidences and the open
+            positions of the block (see the module docstring).
+        config: the policy and R² parameters.
+        num_tokens: fixed policy only: ``[N]`` tokens to commit this forward.
+        temporal: the rows' temporal streaks; required when the temporal rule runs
+            (``config.r2`` and ``temporal_k > 0``), ignored otherwise.
+        uniform: ``[N, L + 1]`` draws in [0, 1) for ``token_cluster_mode="random"``.
+
+    Returns:
+        ``rule``: ``[N, L]`` int8 :class:`CommitRule` per position (0: stays masked), and
+        the updated temporal state (None when the temporal rule does not run). The caller
+        resets the state of rows whose block this forward completed.
+    """
+    if config.policy == "fixed":
+        if num_tokens is None:
+            raise ValueError("commit_step: the fixed policy needs num_tokens")
+        committed = fixed_commit(conf, masked, num_tokens)
+    elif config.policy == "threshold":
+        committed = threshold_commit(conf, masked, config.threshold)
+    else:
+        committed = factor_commit(conf, masked, config.factor)
+    rule = torch.where(committed, int(CommitRule.BASELINE), 0).to(torch.int8)
+    if not config.r2:
+        return rule, None
+    open_positions = masked & ~committed
+    cluster = confidence_cluster_commit(
+        conf, open_positions, config.window, config.tau_s, config.u_max
+    )
+    rule = torch.where(cluster, int(CommitRule.CONFIDENCE_CLUSTER), rule).to(torch.int8)
+    open_positions = open_positions & ~cluster
+    if config.token_cluster_mode != "none":
+        runs = token_cluster_commit(
+            cand, conf, open_positions, config.tau_s, config.token_cluster_mode, uniform
+        )
+        rule = torch.where(runs, int(CommitRule.TOKEN_CLUSTER), rule).to(torch.int8)
+        open_positions = open_positions & ~runs
+    if config.temporal_k <= 0:
+        return rule, None
+    if temporal is None:
+        raise ValueError("commit_step: the temporal rule needs the rows' TemporalState")
+    state, final = temporal_commit(
+        temporal, cand, conf, open_positions, config.temporal_k, config.tau_t,
+        config.temporal_agg,
+    )  # fmt: skip
+    rule = torch.where(final, int(CommitRule.TEMPORAL), rule).to(torch.int8)
+    return rule, state

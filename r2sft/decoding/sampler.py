@@ -16,17 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from r2sft.decoding.config import DecoderConfig
-from r2sft.decoding.rules import (
-    CommitRule,
-    TemporalState,
-    chosen_confidence,
-    confidence_cluster_commit,
-    factor_commit,
-    fixed_commit,
-    temporal_commit,
-    threshold_commit,
-    token_cluster_commit,
-)
+from r2sft.decoding.rules import TemporalState, chosen_confidence, commit_step
 from r2sft.decoding.trace import DecodeResult, Trace
 
 
@@ -186,40 +176,22 @@ def _generate_batch(
         current = canvas[active[:, None], width + gen_positions]
         masked = current == mask_id
 
+        num_tokens = None
         if config.policy == "fixed":
             num_tokens = per_step + (step_in_block[active] < remainder).long()
-            committed = fixed_commit(conf, masked, num_tokens)
-        elif config.policy == "threshold":
-            committed = threshold_commit(conf, masked, config.threshold)
-        else:
-            committed = factor_commit(conf, masked, config.factor)
-        rule = torch.where(committed, int(CommitRule.BASELINE), 0)
-        if config.r2:
-            masked = masked & ~committed
-            cluster = confidence_cluster_commit(
-                conf, masked, config.window, config.tau_s, config.u_max
-            )
-            rule = torch.where(cluster, int(CommitRule.CONFIDENCE_CLUSTER), rule)
-            masked = masked & ~cluster
-            if config.token_cluster_mode != "none":
-                uniform = None
-                if config.token_cluster_mode == "random":
-                    uniform = torch.stack([
-                        torch.rand(block + 1, generator=generators[row], device=device)
-                        for row in running
-                    ])  # fmt: skip
-                runs = token_cluster_commit(
-                    cand, conf, masked, config.tau_s, config.token_cluster_mode, uniform
-                )
-                rule = torch.where(runs, int(CommitRule.TOKEN_CLUSTER), rule)
-                masked = masked & ~runs
-            if use_temporal:
-                state, final = temporal_commit(
-                    temporal.select(active), cand, conf, masked,
-                    config.temporal_k, config.tau_t, config.temporal_agg,
-                )  # fmt: skip
-                rule = torch.where(final, int(CommitRule.TEMPORAL), rule)
-            committed = rule > 0
+        uniform = None
+        if config.r2 and config.token_cluster_mode == "random":
+            uniform = torch.stack([
+                torch.rand(block + 1, generator=generators[row], device=device)
+                for row in running
+            ])  # fmt: skip
+        rule, state = commit_step(
+            cand, conf, masked, config,
+            num_tokens=num_tokens,
+            temporal=temporal.select(active) if use_temporal else None,
+            uniform=uniform,
+        )  # fmt: skip
+        committed = rule > 0
 
         filled = torch.where(committed, cand, current)
         canvas[active[:, None], width + gen_positions] = filled
@@ -229,9 +201,7 @@ def _generate_batch(
             committed, row_nfe[:, None].to(torch.int32), old_steps
         )
         old_rules = rule_map[active[:, None], gen_positions]
-        rule_map[active[:, None], gen_positions] = torch.where(
-            committed, rule.to(torch.int8), old_rules
-        )
+        rule_map[active[:, None], gen_positions] = torch.where(committed, rule, old_rules)
         if config.record_trace:
             trace_top1[active, row_nfe] = cand.to(torch.int32)
             trace_conf[active, row_nfe] = conf.float()
