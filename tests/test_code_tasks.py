@@ -88,9 +88,31 @@ def test_mbpp_from_local_file(tmp_path: Path) -> None:
 
 
 def test_extract_code() -> None:
+    """Still importable from r2sft.tasks.code (see tests/test_extraction.py for the rest)."""
     assert extract_code("a\n```python\nx = 1\n```\nb") == "x = 1\n"
     assert extract_code("```\ny = 2\n") == "y = 2\n"  # unclosed fence runs to the end
-    assert extract_code("z = 3") == "z = 3"
+    assert extract_code("z = 3") == "z = 3\n"
+    assert extract_code("```python3\nw = 4\n```\nprose after") == "w = 4\n"
+
+
+def test_mbpp_answers_in_model_shapes(tmp_path: Path) -> None:
+    row = {
+        "task_id": 2,
+        "text": "Write a function to find the shared elements of two lists.",
+        "test_list": ["assert set(shared([1, 2], [2, 3])) == {2}", "assert shared([], [1]) == []"],
+        "test_imports": ["import math"],
+    }
+    _write_jsonl(tmp_path / "test.jsonl", [row])
+    task = get_task("mbpp", path=str(tmp_path))
+    (example,) = task.load("test")
+    function = "def shared(a, b):\n    return [x for x in a if x in b]\n"
+    responses = [
+        f"Usage:\n```python\nprint(shared([1], [1]))\n```\nSolution:\n```python3\n{function}```",
+        f"```python\n{function}\nif __name__ == '__main__':\n    print(shared(input(), []))\n```",
+        f"Here it is:\n{function}\nIt keeps the order of the first list.",
+        "```python\ndef common(a, b):\n    return [x for x in a if x in b]\n```",  # wrong name
+    ]
+    assert task.is_correct_batch([example] * 4, responses) == [True, True, True, False]
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:

@@ -2,35 +2,21 @@
 
 Both read a local JSONL / ``.jsonl.gz`` file (or a folder holding ``{split}.jsonl[.gz]`` or
 a single data file) in the data set's own format, or the data set's Hub name when online.
-A response is judged by extracting its code (the first fenced block, else the raw text),
-assembling the task's test program around it and running that program in
-:mod:`r2sft.tasks.sandbox`: it passes iff it exits 0 within the time limit.
+A response is judged by extracting its code and joining it to the prompt's code
+(:mod:`r2sft.tasks.extraction`), assembling the task's test program around it and running
+that program in :mod:`r2sft.tasks.sandbox`: it passes iff it exits 0 within the time limit.
 """
 
 from __future__ import annotations
 
-import re
 from abc import abstractmethod
 from typing import Any
 
 from r2sft.tasks.base import Example, Task, register_task
+from r2sft.tasks.extraction import build_solution, called_names
+from r2sft.tasks.extraction import extract_code as extract_code  # re-exported
 from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
 from r2sft.tasks.sandbox import CodeCheck, SandboxLimits, run_many
-
-_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def extract_code(response: str) -> str:
-    """The first fenced code block of ``response`` (an unclosed one runs to the end), else
-    the whole response."""
-    match = _FENCE.search(response)
-    return match.group(1) if match else response
-
-
-def _imports_of(source: str) -> str:
-    """The import lines of a prompt: a full-function answer still needs them."""
-    lines = source.splitlines()
-    return "\n".join(line for line in lines if line.startswith(("import ", "from ")))
 
 
 class _CodeTask(Task):
@@ -98,12 +84,10 @@ class HumanEvalTask(_CodeTask):
         )
 
     def program(self, example: Example, response: str) -> CodeCheck:
-        code = extract_code(response)
+        """The prompt's helpers and imports with the model's function (restated whole, or
+        as a body continuing the prompt), pruned by :func:`build_solution`."""
         entry_point = example.meta["entry_point"]
-        if re.search(rf"^def {re.escape(entry_point)}\s*\(", code, re.MULTILINE):
-            solution = f"{_imports_of(example.question)}\n{code}"  # a whole function
-        else:
-            solution = example.question + code  # a body completing the prompt
+        solution = build_solution(example.question, response, entry_point)
         return CodeCheck(solution, f"{example.reference}\n\ncheck({entry_point})", entry_point)
 
 
@@ -153,5 +137,8 @@ class MBPPTask(_CodeTask):
         )
 
     def program(self, example: Example, response: str) -> CodeCheck:
-        solution = f"{example.meta['setup']}\n{extract_code(response)}"
-        return CodeCheck(solution, example.reference)
+        """The test setup with the model's code, pruned to what the functions the asserts
+        call need (the entry points are read from the asserts)."""
+        entry_points = called_names(example.reference)
+        solution = build_solution(example.meta["setup"], response, entry_points or None)
+        return CodeCheck(solution, example.reference, entry_points[0] if entry_points else None)
