@@ -115,6 +115,29 @@ def test_mbpp_answers_in_model_shapes(tmp_path: Path) -> None:
     assert task.is_correct_batch([example] * 4, responses) == [True, True, True, False]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_list", "assert f(1) == 1", r"'test_list' must be a JSON list .*single string"),
+        ("test_list", [1, 2], r"'test_list' must be a JSON list of strings"),
+        ("test_imports", "import math", r"'test_imports' must be a JSON list .*single string"),
+        ("test_setup_code", ["x = 1"], r"'test_setup_code' must be a string"),
+    ],
+)
+def test_mbpp_test_fields_are_validated(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    """A string where a list of tests belongs used to be split into one-character tests."""
+    good = {"task_id": 1, "text": "Identity.", "test_list": ["assert f(1) == 1"]}
+    bad = {**good, "task_id": 2, field: value}
+    _write_jsonl(tmp_path / "test.jsonl", [good, bad])
+    with pytest.raises(InvalidRecordError, match=rf"test\.jsonl:2: .*{message}.*--skip_invalid"):
+        get_task("mbpp", path=str(tmp_path)).load("test")
+    lenient = get_task("mbpp", path=str(tmp_path), skip_invalid=True)
+    assert [example.id for example in lenient.load("test")] == ["mbpp-1"]
+    assert len(lenient.skipped) == 1 and "test.jsonl:2" in lenient.skipped[0]
+
+
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     good = {
         "task_id": "T/0",

@@ -113,10 +113,28 @@ class MBPPTask(_CodeTask):
                     self.skipped,
                 )
                 continue
-            tests = list(row["test_list"])
+            problem = None
+            for key in ("test_list", "test_imports"):
+                value = row.get(key)
+                if value is None or (
+                    isinstance(value, list) and all(isinstance(item, str) for item in value)
+                ):
+                    continue
+                problem = (
+                    f"field {key!r} must be a JSON list of strings, got {type(value).__name__}"
+                )
+                if isinstance(value, str):  # it would be read one character per test
+                    problem += ' (a single string): wrap it in a list, ["assert ..."]'
+                break
+            if problem is None and not isinstance(row.get("test_setup_code") or "", str):
+                problem = "field 'test_setup_code' must be a string"
+            if problem is not None:
+                reject_record(f"{where}: {problem}", self.options.skip_invalid, self.skipped)
+                continue
+            tests = row["test_list"]
             setup = "\n".join(
                 part
-                for part in (*row.get("test_imports", []), row.get("test_setup_code", ""))
+                for part in (*(row.get("test_imports") or []), row.get("test_setup_code") or "")
                 if part
             )
             examples.append(
