@@ -30,10 +30,40 @@ def write_split(folder: Path, rows: list[dict]) -> Path:
         ("We get 12 then 15.", "15"),
         ("#### -3.5", "-3.5"),
         ("no digits here", None),
+        # Units and currency inside a box, the sign before a dollar sign.
+        ("So she pays \\boxed{240 dollars}.", "240"),
+        ("\\boxed{\\$240000}", "240000"),
+        ("$\\boxed{\\$240,000}$", "240000"),
+        ("\\boxed{1{,}000 \\text{ eggs}}", "1000"),
+        ("#### -$10", "-10"),
+        ("#### $-10", "-10"),
+        ("It costs \u22125 dollars", "-5"),  # a Unicode minus
+        # An empty (or numberless) box after a filled one; nested braces.
+        ("The answer is \\boxed{12}. \\boxed{}", "12"),
+        ("\\boxed{7} and then \\boxed{\\text{done}}", "7"),
+        ("\\boxed{\\frac{3}{4}}", "3/4"),
+        ("\\boxed{x = 5}", "5"),
+        # Fractions in the last-number fallback; a hyphen is not a minus sign.
+        ("She ate 3/4 of the pie", "3/4"),
+        ("between 5-10 apples", "10"),
+        # The first #### with a number is the answer; what follows it is chatter.
+        ("3 + 4 = 7\n#### 7\nExplanation: 5 - 2 = 3\n#### 3 apples were left", "7"),
+        ("#### 22\n\nQuestion: Tom has 5 cars and sells 2.\nAnswer: 5 - 2 = 3\n#### 3", "22"),
+        ("####\n17", "17"),  # the number on the next line
+        ("#### \n#### 9", "9"),  # a marker without a number is passed over
+        ("#### The answer is 22.", "22"),
+        ("#### 5 + 3 = 8", "8"),
+        ("#### 18 eggs\n\\boxed{20}", "18"),  # #### outranks a box
+        ("#### 1,000,000", "1000000"),
     ],
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_fraction_answers_match_decimal_references():
+    assert answers_match(extract_answer("She ate 3/4 of the pie"), "0.75")
+    assert answers_match(extract_answer("\\boxed{\\dfrac{1}{2}}"), "0.5")
 
 
 def test_answers_match_numeric_and_math_verify():
@@ -43,6 +73,7 @@ def test_answers_match_numeric_and_math_verify():
     assert not answers_match("17", "18")
     assert not answers_match(None, "18")
     assert reference_answer("a\nb\n#### 1,000") == "1000"
+    assert reference_answer("#### -$10") == "-10" and reference_answer("no marker") is None
 
 
 def test_math_verify_scoring_works_off_the_main_thread():
