@@ -70,6 +70,11 @@ def test_fence_variants(response: str, expected: str) -> None:
     assert extract_code(response, "square") == expected
 
 
+def test_crlf_and_tab_indented_responses() -> None:
+    response = "Sure:\r\n```python\r\ndef square(x):\r\n\treturn x * x\r\n```\r\nDone."
+    assert _run(build_solution(PROMPT, response, "square"))(3) == 9
+
+
 def test_python3_fence_is_not_read_from_its_closing_fence() -> None:
     # The old extractor matched only python/py/Python tags: the closing fence opened a
     # "block" and the prose after it became the code.
@@ -220,8 +225,10 @@ def test_future_imports_are_hoisted() -> None:
         "    y = x * x\n    return y\n\nThis computes the square.\n",
         "    return helper(x)\n\n\ndef helper(x):\n    return x * x\n\nprint(helper(3))\n",
         "Complete body:\n    return x * x\n",
+        "\treturn x * x\n",
+        "    y = x * x\r\n    return y\r\n",
     ],
-    ids=["raw", "fenced", "dedented", "prose-after", "helper-after", "prose-before"],
+    ids=["raw", "fenced", "dedented", "prose-after", "helper-after", "prose-before", "tab", "crlf"],
 )
 def test_body_completions(response: str) -> None:
     solution = build_solution(PROMPT, response, "square")

@@ -435,13 +435,17 @@ def _complete_body(prompt: str, response: str, names: frozenset[str]) -> str | N
     The body is read from each Python or untagged fenced block, then from the whole
     response: from its first indented line when only prose comes before it (never from
     inside another function the response defines), or, when nothing is indented, from its
-    first line indented under the signature (a body written at column 0).
+    first line indented under the signature (a body written at column 0). Leading tabs
+    count as four spaces each.
     """
     raw_texts = [text for rank, text in _fenced_chunks(response) if rank in (_PYTHON, _UNTAGGED)]
     raw_texts.append(response)
     prompt_lines = prompt.splitlines()
     for raw in raw_texts:
-        lines = raw.splitlines()
+        # Tab indentation under a space-indented prompt is a TabError: one tab, four spaces.
+        lines = [
+            re.sub(r"^\t+", lambda m: "    " * len(m.group()), line) for line in raw.splitlines()
+        ]
         indented = [i for i, line in enumerate(lines) if line.strip() and line[0] in " \t"]
         if indented:
             if any(_HEADER.match(line) for line in lines[: indented[0]]):
