@@ -21,21 +21,22 @@ Two CPU processes over gloo (tests / no GPU)::
 Interrupted runs (even ``kill -9``) resume: re-run the same command with the same
 ``--output_dir``. Outputs: ``OUTPUT_DIR/{selected,candidates}`` (datasets.save_to_disk),
 ``summary.json`` and a dataset card ``README.md``. ``python collect.py --help`` lists every
-option.
+option; failures print one ``error: ...`` line (``--debug``: the traceback).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from r2sft.collect import CollectConfig, run_collect
-from r2sft.config import parse_config
+from r2sft.config import parse_config, run_main
 
 
-def main() -> None:
+def main(argv: list[str]) -> dict[str, Any] | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = run_collect(parse_config(CollectConfig))
+    summary = run_collect(parse_config(CollectConfig, args=argv))
     if summary is not None:
         shown = {
             k: summary[k]
@@ -50,7 +51,8 @@ def main() -> None:
         }
         shown["selected_vs_all_correct"] = summary["selected_vs_all_correct"]
         print(json.dumps(shown, indent=2))
+    return summary
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,21 +15,34 @@ Launch commands::
     # continue a run exactly where its newest checkpoint left it, then upload
     accelerate launch --config_file launch/accelerate/zero2.yaml train.py \\
         --config configs/llada_8b_gsm8k_train.yaml --resume_from_checkpoint latest \\
-        --push_to_hub my-org/llada-8b-r2sft        # token from HF_TOKEN, never printed
+        --push_to_hub --hub_model_id my-org/llada-8b-r2sft   # token from HF_TOKEN
 
     # multi-node (SLURM): sbatch launch/slurm_train.sh configs/llada_8b_gsm8k_train.yaml
 
 Writes OUTPUT_DIR/checkpoint-*/ (each with r2sft_metrics.json), metrics.jsonl, metrics.png,
-TensorBoard logs and final/ (model, tokenizer, model card). Every option: ``--help``.
+TensorBoard logs and final/ (model, tokenizer, model card). Every option (r2sft's and every
+transformers TrainingArguments flag): ``--help``. Failures print one ``error: ...`` line;
+``--debug`` shows the traceback.
 """
 
-import sys
+from __future__ import annotations
 
-from r2sft.config import parse_config
-from r2sft.training import MissingDataError, TrainConfig, train
+import json
+from typing import Any
+
+from r2sft.config import parse_config, run_main
+from r2sft.training import TrainConfig, train
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    result = train(parse_config(TrainConfig, args=argv))
+    if result["trainer"].accelerator.is_main_process:
+        summary = {"final": str(result["final"]), "tracked": result["records"]}
+        if result["hub_url"]:
+            summary["hub_url"] = result["hub_url"]
+        print(json.dumps(summary, indent=2))
+    return result
+
 
 if __name__ == "__main__":
-    try:
-        train(parse_config(TrainConfig))
-    except MissingDataError as error:  # no data yet: say how to collect it, no traceback
-        sys.exit(f"train.py: {error}")
+    run_main(main)

@@ -13,56 +13,49 @@ all correct ones. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import platform
 import time
+from dataclasses import dataclass
 
 import torch
 
 from r2sft.collect import CollectConfig
-from r2sft.collect.pipeline import decode_candidates, make_task, model_max_length, prepare_prompts
+from r2sft.collect.pipeline import decode_candidates
 from r2sft.collect.selection import select_lowest_redundancy, summarize
+from r2sft.config import parse_config
+from r2sft.scoring import model_max_length, prepare_prompts
 from r2sft.specs import load_model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    defaults = CollectConfig()
-    parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--task", default=defaults.task)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num_prompts", type=int, default=16)
-    parser.add_argument("--num_candidates", type=int, default=8)
-    parser.add_argument("--batch_sizes", default="1,2,4,8,16,32")
-    parser.add_argument("--gen_length", type=int, default=defaults.gen_length)
-    parser.add_argument("--block_length", type=int, default=defaults.block_length)
-    parser.add_argument("--decoder", default=defaults.decoder)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+@dataclass
+class BenchCollectArgs(CollectConfig):
+    """collect.py's options (task, decoder, candidates...) plus the batch sizes to time."""
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    config = CollectConfig(
-        model=args.model, task=args.task, split=args.split, num_prompts=args.num_prompts,
-        num_candidates=args.num_candidates, gen_length=args.gen_length,
-        block_length=args.block_length, decoder=args.decoder, temperature=args.temperature,
-        dtype=args.dtype,
-    )  # fmt: skip
-    task = make_task(config)
-    loaded = load_model(config.model, dtype=config.dtype, device=args.device)
+    num_prompts: int | None = 16
+    num_candidates: int = 8
+    batch_sizes: str = "1,2,4,8,16,32"
+    device: str | None = None  # default: cuda when available, else cpu
+
+
+def main() -> None:
+    config = parse_config(BenchCollectArgs)
+    batch_sizes = [int(b) for b in config.batch_sizes.split(",")]
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    task = config.make_task()
+    loaded = load_model(config.model, dtype=config.dtype, device=device)
     items, _ = prepare_prompts(
         task,
         task.load(config.split, limit=config.num_prompts),
         loaded.tokenizer,
-        config,
+        config.base_decoder().gen_length,
         model_max_length(loaded.model),
     )
     redundancy_config = config.redundancy_config()
 
     def run(batch_size: int) -> tuple[list[dict], float]:
-        run_config = CollectConfig(**{**config.to_dict(), "batch_size": batch_size})
+        run_config = dataclasses.replace(config, batch_size=batch_size)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -97,7 +90,7 @@ def main() -> None:
             {
                 "model": config.model,
                 "task": config.task,
-                "device": args.device,
+                "device": device,
                 "torch_threads": torch.get_num_threads(),
                 "machine": platform.processor() or platform.machine(),
                 "prompts": len(items),

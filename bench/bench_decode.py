@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python bench/bench_decode.py --model random --batch_sizes 1,4,16
     python bench/bench_decode.py --model GSAI-ML/LLaDA-8B-Instruct --device cuda \\
         --dtype bfloat16 --gen_length 256 --block_length 32 --task gsm8k \\
-        --data_path ../shared/data/gsm8k
+        --data_path data/gsm8k
 
 Per decoder and batch size: generated tokens/s (canvas positions), forwards/s (model
 calls), row-forwards/s (NFE summed over rows), seconds per forward, and the share of wall
@@ -17,6 +17,7 @@ embedded model) uses a tiny random LLaDA with random prompts of mixed lengths.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -25,20 +26,19 @@ from typing import Any
 
 import torch
 
-from r2sft.decoding import decoder_config, generate
-from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_MODEL_DIR
+from r2sft.decoding import DecoderArgs, generate
+from r2sft.paths import EMBEDDED_MODEL_DIR
+from r2sft.tasks import TaskArgs, task_class
 
 
 @dataclass
-class BenchArgs:
+class BenchArgs(TaskArgs, DecoderArgs):
+    """The task and decoder options of every entry point (the canvas defaults to the
+    task's), plus what to time."""
+
     model: str | None = None  # folder / Hub id, "random", or None: embedded if present
-    task: str = "arith"
-    data_path: str | None = None
     batch_sizes: str = "1,2,4,8,16,32"
     decoders: str = "threshold,r2"
-    gen_length: int = EMBEDDED_GEN_LENGTH
-    block_length: int = EMBEDDED_BLOCK_LENGTH
-    threshold: float = 0.9
     repeats: int = 3  # timed runs per setting (the fastest is reported)
     device: str | None = None
     dtype: str = "auto"
@@ -93,10 +93,9 @@ def random_setup(args: BenchArgs, count: int) -> tuple[Any, Any, list[list[int]]
 
 def real_setup(args: BenchArgs, path: str, count: int) -> tuple[Any, Any, list[list[int]], str]:
     from r2sft.specs import encode_prompt, load_model
-    from r2sft.tasks import get_task
 
     loaded = load_model(path, dtype=args.dtype, device=args.device)
-    task = get_task(args.task, **({"path": args.data_path} if args.data_path else {}))
+    task = args.make_task()
     examples = task.load("test", limit=count)
     prompts = [encode_prompt(loaded.tokenizer, task.user_message(e)) for e in examples]
     return loaded.model, loaded.spec, prompts, path
@@ -117,15 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         model, spec, prompts, label = real_setup(args, args.model or str(EMBEDDED_MODEL_DIR), count)
     timed = TimedModel(model)
-    configs = {
-        name: decoder_config(
-            name,
-            gen_length=args.gen_length,
-            block_length=args.block_length,
-            threshold=args.threshold,
-        )  # fmt: skip
-        for name in decoders
-    }
+    task = task_class(args.task)  # its canvas is the default
+    configs = {name: dataclasses.replace(args, decoder=name).resolve(task) for name in decoders}
     for config in configs.values():
         generate(timed, spec, prompts[:2], config)  # warm-up
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in decoders}
@@ -149,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name] = {}
         for size in batch_sizes:
             best = dict(min(runs[name][size], key=lambda run: run["wall_seconds"]))
-            best["generated_tokens_per_s"] = size * args.gen_length / best["wall_seconds"]
+            gen_length = configs[name].gen_length
+            best["generated_tokens_per_s"] = size * gen_length / best["wall_seconds"]
             best["forwards_per_s"] = best["forwards"] / best["wall_seconds"]
             best["row_forwards_per_s"] = best["row_forwards"] / best["wall_seconds"]
             best["seconds_per_forward"] = best["wall_seconds"] / best["forwards"]
@@ -167,9 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "num_prompts": count,
-        "gen_length": args.gen_length,
-        "block_length": args.block_length,
-        "threshold": args.threshold,
+        "decoders": {name: config.to_dict() for name, config in configs.items()},
         "results": results,
     }
     if "threshold" in results and "r2" in results:

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python bench/sweep_rules.py                       # embedded model, dev 200
     python bench/sweep_rules.py --taus 0.8,0.5,0.3 --temporal_ks 3,2 --limit 100
     python bench/sweep_rules.py --model GSAI-ML/LLaDA-8B-Instruct --task gsm8k \\
-        --data_path ../shared/data/gsm8k --split train --limit 200 --device cuda \\
+        --data_path data/gsm8k --split train --limit 200 --device cuda \\
         --dtype bfloat16 --gen_length 256 --block_length 32
 
 The official R² values (tau_s = tau_t = 0.8, K = 3) were chosen for LLaDA-8B, which commits
@@ -18,30 +18,31 @@ Pass its values as ``--tau_s / --tau_t / --temporal_k`` to ``r2sft.evaluate`` or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from dataclasses import dataclass
 from typing import Any
 
 from r2sft.config import parse_config
-from r2sft.evaluate import EvaluateArgs, decoder_from_args, evaluate
-from r2sft.paths import EMBEDDED_MODEL_DIR, EMBEDDED_TASK
+from r2sft.decoding import DecoderArgs
+from r2sft.evaluate import evaluate
+from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.specs import load_model
-from r2sft.tasks import get_task
+from r2sft.tasks import TaskArgs
 
 
 @dataclass
-class SweepArgs:
-    model: str | None = None  # folder / Hub id; default: the embedded tiny LLaDA
-    task: str = EMBEDDED_TASK
-    data_path: str | None = None
+class SweepArgs(TaskArgs, DecoderArgs):
+    """The task and decoder options of every entry point (the decoder fields fix what the
+    sweep does not vary, e.g. the canvas), plus the sweep grid."""
+
+    model: str = str(EMBEDDED_MODEL_DIR)
     split: str = "dev"  # tune on a split you do not report
     limit: int | None = 200
     taus: str = "0.8,0.7,0.6,0.5,0.4,0.3"  # tau_s = tau_t values
     temporal_ks: str = "3,2"
-    threshold: float = 0.9
-    gen_length: int | None = None  # None: the task's canvas (embedded: 64 / 16)
-    block_length: int | None = None
+    threshold: float | None = 0.9
     max_accuracy_drop: float = 0.01  # allowed accuracy loss vs threshold decoding
     batch_size: int = 32
     device: str | None = None
@@ -61,17 +62,12 @@ def sweep(args: SweepArgs) -> dict[str, Any]:
     taus, ks = _floats(args.taus), [int(k) for k in _floats(args.temporal_ks)]
     if not taus or not ks:
         raise SystemExit("error: --taus and --temporal_ks need at least one value each.")
-    loaded = load_model(args.model or str(EMBEDDED_MODEL_DIR), dtype=args.dtype,
-                        device=args.device)  # fmt: skip
-    task = get_task(args.task, **({"path": args.data_path} if args.data_path else {}))
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    task = args.make_task()
     examples = task.load(args.split, limit=args.limit)
 
     def run(name: str, **rules: Any) -> dict[str, Any]:
-        decoder = decoder_from_args(
-            EvaluateArgs(decoder=name, gen_length=args.gen_length,
-                         block_length=args.block_length, threshold=args.threshold, **rules),
-            args.task,
-        )  # fmt: skip
+        decoder = dataclasses.replace(args, decoder=name).resolve(task, **rules)
         return evaluate(loaded, task, examples, decoder, batch_size=args.batch_size,
                         progress=False)  # fmt: skip
 
@@ -91,7 +87,7 @@ def sweep(args: SweepArgs) -> dict[str, Any]:
     eligible = [s for s in settings if s["accuracy_delta"] >= -args.max_accuracy_drop - 1e-9]
     best = min(eligible, key=lambda s: (s["nfe_ratio"], -s["accuracy"]), default=None)
     return {
-        "model": args.model or str(EMBEDDED_MODEL_DIR),
+        "model": args.model,
         "task": args.task,
         "split": args.split,
         "num_examples": len(examples),

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,27 @@ def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
             "Run with --help for every option."
         )
     return instances[0] if len(instances) == 1 else tuple(instances)
+
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "R2SFT_DEBUG"
+
+
+def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> Any:
+    """Run an entry script's ``main(argv)``; a failure becomes one ``error: ...`` line on
+    stderr and exit status 1, unless ``--debug`` is on the command line or ``R2SFT_DEBUG=1``
+    is set, which show the full traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [item for item in argv if item != DEBUG_FLAG]
+    if debug:
+        return main(argv)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:  # noqa: BLE001  (every failure gets the same clear line)
+        message = str(error) or type(error).__name__
+        print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -18,3 +18,9 @@ EMBEDDED_TASK = "arith"
 # Canvas of the embedded task: every answer plus its end-of-text fill fits in it.
 EMBEDDED_GEN_LENGTH = 64
 EMBEDDED_BLOCK_LENGTH = 16
+
+# Default hand-off between the stages: collect.py writes here and train.py reads it, both
+# resolved inside the checkout so the default pipeline works from any working directory.
+OUTPUTS_DIR = REPO_ROOT / "outputs"
+DEFAULT_COLLECT_DIR = OUTPUTS_DIR / "collect"
+DEFAULT_TRAIN_DIR = OUTPUTS_DIR / "train"

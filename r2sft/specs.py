@@ -95,13 +95,6 @@ _FAMILY_DEFAULTS: dict[str, ModelSpec] = {
 _MODEL_TYPE_FAMILY = {"llada": "llada", "dream": "dream"}
 
 
-def register_family(spec: ModelSpec, model_types: tuple[str, ...] = ()) -> None:
-    """Add (or replace) a family's default spec and the config model_types that select it."""
-    _FAMILY_DEFAULTS[spec.family] = spec
-    for model_type in model_types:
-        _MODEL_TYPE_FAMILY[model_type.lower()] = spec.family
-
-
 def get_spec(family: str) -> ModelSpec:
     """The unresolved family defaults (ids may be None for ``masked_lm``)."""
     try:

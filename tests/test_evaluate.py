@@ -6,10 +6,10 @@ import pytest
 
 import r2sft.evaluate as evaluate_module
 from r2sft.decoding import decoder_config
-from r2sft.evaluate import EvaluateArgs, decoder_from_args, evaluate, main
+from r2sft.evaluate import EvaluateArgs, evaluate, main
 from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_TASK_DIR
 from r2sft.specs import decode_response, load_model
-from r2sft.tasks import get_task
+from r2sft.tasks import get_task, task_class
 
 REQUIRED = ["accuracy", "mean_nfe", "tokens_per_forward", "mean_r_s", "mean_r_t",
             "mean_r_total", "num_examples", "wall_seconds", "decoder"]  # fmt: skip
@@ -65,12 +65,12 @@ def test_cli_writes_json_and_prints_table(tiny_model, tmp_path, capsys):
 
 
 def test_cli_defaults_and_missing_embedded_model(monkeypatch, tmp_path):
-    embedded = decoder_from_args(EvaluateArgs(), "arith")
+    embedded = EvaluateArgs().resolve(task_class("arith"))
     assert (embedded.gen_length, embedded.block_length) == (EMBEDDED_GEN_LENGTH,
                                                            EMBEDDED_BLOCK_LENGTH)  # fmt: skip
     assert embedded.r2 and embedded.policy == "threshold"
-    gsm8k = decoder_from_args(EvaluateArgs(decoder="factor", factor=2.0), "gsm8k")
+    gsm8k = EvaluateArgs(decoder="factor", factor=2.0).resolve(task_class("gsm8k"))
     assert (gsm8k.gen_length, gsm8k.policy, gsm8k.factor) == (256, "factor", 2.0)
     monkeypatch.setattr(evaluate_module, "EMBEDDED_MODEL_DIR", tmp_path / "no-model")
-    with pytest.raises(SystemExit, match="embedded default model folder .* does not exist"):
-        main(["--limit", "2"])
+    with pytest.raises(FileNotFoundError, match="embedded default model folder .* does not exist"):
+        main(["--limit", "2", "--model", str(tmp_path / "no-model")])

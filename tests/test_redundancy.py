@@ -13,7 +13,7 @@ from r2sft.decoding import (
     Trace,
     decoder_config,
     generate,
-    redundancy,
+    measure_redundancy,
 )
 
 BASE, TEMP = int(CommitRule.BASELINE), int(CommitRule.TEMPORAL)
@@ -51,12 +51,14 @@ def hand_trajectory() -> DecodeResult:
 def test_temporal_redundancy_by_hand():
     # Still masked after forward 0: 1, 2, 3; top1 equals final at 1 (11) and 3 (13): 2.
     # Still masked after forward 1: only 2; top1 12 equals final: 1. After forward 2: none.
-    scores = redundancy(hand_trajectory())
+    scores = measure_redundancy(hand_trajectory())
     assert scores.r_t.tolist() == [3.0]
     # K = 2: pair (1, 2) has final-token streak 1 (forward 0 said 9): none count.
-    assert redundancy(hand_trajectory(), RedundancyConfig(temporal_k=2)).r_t.tolist() == [0.0]
+    assert measure_redundancy(hand_trajectory(), RedundancyConfig(temporal_k=2)).r_t.tolist() == [
+        0.0
+    ]
     # tau_t = 0.8: of the 3 pairs only (0, 1) had conf >= 0.8 (0.90; (0, 3) .30, (1, 2) .60).
-    assert redundancy(hand_trajectory(), RedundancyConfig(tau_t=0.8)).r_t.tolist() == [1.0]
+    assert measure_redundancy(hand_trajectory(), RedundancyConfig(tau_t=0.8)).r_t.tolist() == [1.0]
 
 
 def test_spatial_redundancy_by_hand():
@@ -67,24 +69,26 @@ def test_spatial_redundancy_by_hand():
     #   are 2 and 3. Windows [0,1,2] 2 committed; [1,2,3] mean(.60, .70): none. Token run
     #   12, 12 at 2, 3: 1 event (no confidence condition by default).
     # Forward 2: 2 committed by the baseline: nothing masked.
-    scores = redundancy(hand_trajectory())
+    scores = measure_redundancy(hand_trajectory())
     assert scores.confidence_clusters.tolist() == [1.0]
     assert scores.token_clusters.tolist() == [1.0]
     assert scores.r_s.tolist() == [2.0]
     # With the decoding rule's condition (max conf > 0.8) the run (max .70) is no event.
-    strict = redundancy(hand_trajectory(), RedundancyConfig(token_cluster_tau=0.8))
+    strict = measure_redundancy(hand_trajectory(), RedundancyConfig(token_cluster_tau=0.8))
     assert strict.token_clusters.tolist() == [0.0]
     # u_max 0 drops the first window (it holds one committed token).
-    assert redundancy(hand_trajectory(), RedundancyConfig(u_max=0)).r_s.tolist() == [1.0]
+    assert measure_redundancy(hand_trajectory(), RedundancyConfig(u_max=0)).r_s.tolist() == [1.0]
 
 
 def test_total_and_per_token():
-    scores = redundancy(hand_trajectory(), RedundancyConfig(lambda_s=2.0, lambda_t=0.5))
+    scores = measure_redundancy(hand_trajectory(), RedundancyConfig(lambda_s=2.0, lambda_t=0.5))
     assert scores.r_total.tolist() == [2.0 * 2 + 0.5 * 3]
     # Response up to and including the first EOS (id 12 here, at position 2): 3 tokens.
-    per_token = redundancy(hand_trajectory(), eos_token_id=12).r_total_per_token
+    per_token = measure_redundancy(hand_trajectory(), eos_token_id=12).r_total_per_token
     assert per_token.tolist() == pytest.approx([5.0 / 3])
-    assert redundancy(hand_trajectory()).r_total_per_token.tolist() == pytest.approx([5.0 / 4])
+    assert measure_redundancy(hand_trajectory()).r_total_per_token.tolist() == pytest.approx(
+        [5.0 / 4]
+    )
 
 
 def test_padding_forwards_and_rows_are_independent():
@@ -97,16 +101,16 @@ def test_padding_forwards_and_rows_are_independent():
     second.step_map = torch.tensor([[0, 1, 1, 1]], dtype=torch.int32)
     both = DecodeResult.concatenate([first, second])
     assert both.trace.top1.shape == (2, 3, 4)
-    together = redundancy(both)
-    assert together.r_total[0] == redundancy(first).r_total[0]
-    assert together.r_total[1] == redundancy(second).r_total[0]
+    together = measure_redundancy(both)
+    assert together.r_total[0] == measure_redundancy(first).r_total[0]
+    assert together.r_total[1] == measure_redundancy(second).r_total[0]
 
 
 def test_requires_trace():
     result = hand_trajectory()
     result.trace = None
     with pytest.raises(ValueError, match="record_trace"):
-        redundancy(result)
+        measure_redundancy(result)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def test_real_decodes_respect_count_bounds():
     for name in ("fixed", "threshold", "r2"):
         result = generate(model, Spec(), prompts, decoder_config(name, gen_length=16,
                           block_length=8, threshold=0.5))  # fmt: skip
-        scores = redundancy(result)
+        scores = measure_redundancy(result)
         for row in range(len(prompts)):
             blocks = result.trace.block[row, : int(result.nfe[row])]
             first = torch.stack([(blocks == b).nonzero().min() for b in range(2)])

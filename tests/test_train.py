@@ -275,7 +275,7 @@ def test_lora_export_round_trip(tiny, tmp_path):
 
 
 def test_model_card_has_before_after_table():
-    config = TrainConfig(model="base/model", objective="certainty_forcing", cf_block_length=32)
+    config = TrainConfig(model="base/model", objective="certainty_forcing", train_block_length=32)
     records = [
         {"step": 0, "loss": None, "accuracy": 0.5, "mean_nfe": 20.0, "mean_r_total": 9.0,
          "tokens_per_forward": 3.2, "num_prompts": 8},
@@ -334,7 +334,7 @@ def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
     from r2sft.training.tracking import read_metrics
 
     config = tiny_config(
-        tiny, tmp_path, eval_limit=4, eval_batch_size=4, report_to="tensorboard",
+        tiny, tmp_path, eval_limit=4, per_device_eval_batch_size=4, report_to="tensorboard",
         gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH, logging_steps=3,
     )  # fmt: skip
     train(config)

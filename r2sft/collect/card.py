@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from r2sft.collect.config import CollectConfig
+from r2sft.records import columns_markdown
 
 
 def _fmt(value: Any) -> str:
@@ -90,12 +91,7 @@ pairs, both measured with the redundancy settings below.
 
 ## Columns
 
-`prompt_id`, `prompt_index`, `candidate` (k), `prompt` (chat-rendered), `prompt_ids`,
-`response` (text up to end of text / turn), `response_ids` (the whole canvas of
-gen_length tokens, end-of-text fill included), `step_map` (forward that committed each
-position), `rule_map` (commit rule: 1 baseline, 2 confidence cluster, 3 token cluster,
-4 temporal), `nfe`, `response_length`, `r_s`, `r_t`, `r_total`, `r_total_per_token`,
-`correct`, `seed`, `decoder` (JSON of the decoder config), `reference`.
+{columns_markdown()}
 
 ## Settings
 

@@ -1,10 +1,10 @@
 """Settings of a collection run (``collect.py``): what to decode, how many candidates, where.
 
 Every field is a ``--flag`` of ``collect.py`` and a key of its ``--config`` YAML (see
-:func:`r2sft.config.parse_config`). Decoder fields left at None take the value of the
-``decoder`` preset (:func:`r2sft.decoding.decoder_config`); scoring fields left at None
-take :class:`r2sft.decoding.RedundancyConfig`'s defaults. The defaults run on the embedded
-model and task, offline, in minutes on a CPU.
+:func:`r2sft.config.parse_config`). Decoder fields left at None take the task's canvas,
+then the ``decoder`` preset's value (:meth:`r2sft.decoding.DecoderArgs.resolve`); scoring
+fields left at None take :class:`r2sft.decoding.RedundancyConfig`'s defaults. The
+defaults run on the embedded model and task, offline, in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from r2sft.decoding import DecoderConfig, RedundancyConfig, decoder_config
-from r2sft.paths import (
-    EMBEDDED_BLOCK_LENGTH,
-    EMBEDDED_GEN_LENGTH,
-    EMBEDDED_MODEL_DIR,
-    EMBEDDED_TASK,
-)
+from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
+from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
+from r2sft.tasks.base import TaskArgs, task_class
 
 # Fields that change how the run goes, not what it produces: they may differ between a run
 # and its resumption (everything else must match, or the candidates would mix settings).
@@ -48,7 +44,6 @@ SCORE_FIELDS = {
     "lambda_s": "lambda_s",
     "lambda_t": "lambda_t",
 }
-_DECODER_FIELDS = {f.name for f in dataclasses.fields(DecoderConfig)} - {"record_trace"}
 
 
 def _help(text: str) -> dict[str, Any]:
@@ -56,27 +51,20 @@ def _help(text: str) -> dict[str, Any]:
 
 
 @dataclass
-class CollectConfig:
-    """One collection run: candidates per prompt, scored and selected by lowest R_total."""
+class CollectConfig(TaskArgs, DecoderArgs):
+    """One collection run: candidates per prompt, scored and selected by lowest R_total.
+
+    The task fields (``task``, ``data_path``, ``skip_invalid``, sandbox limits) and the
+    decoder fields (``decoder`` and its overrides) are those of every entry point.
+    """
 
     # --- data and model
     model: str = field(
         default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id (a dLLM).")
     )
-    task: str = field(
-        default=EMBEDDED_TASK, metadata=_help("task name: arith, gsm8k, math, humaneval, mbpp.")
-    )
-    data_path: str | None = field(
-        default=None,
-        metadata=_help("local data file or folder of the task (None: its default / Hub name)."),
-    )
     split: str = field(default="train", metadata=_help("split of the task to collect on."))
     num_prompts: int | None = field(
         default=None, metadata=_help("first N prompts of the split (None: all).")
-    )
-    skip_invalid: bool = field(
-        default=False,
-        metadata=_help("skip (and count) malformed, empty or too long prompts instead of failing."),
     )
     max_prompt_tokens: int | None = field(
         default=None,
@@ -101,26 +89,6 @@ class CollectConfig:
             "-d, 0, +d, ... in turn (0: no jitter)."
         ),
     )
-    # --- decoder (None: the preset's value)
-    decoder: str = field(
-        default="r2", metadata=_help("decoder preset: fixed, threshold, factor or r2.")
-    )
-    gen_length: int | None = field(default=EMBEDDED_GEN_LENGTH, metadata=_help("canvas length."))
-    block_length: int | None = field(default=EMBEDDED_BLOCK_LENGTH, metadata=_help("block size."))
-    policy: str | None = field(default=None, metadata=_help("fixed | threshold | factor."))
-    steps: int | None = field(default=None, metadata=_help("fixed policy: total steps."))
-    threshold: float | None = field(default=None, metadata=_help("threshold policy tau."))
-    factor: float | None = field(default=None, metadata=_help("factor policy f."))
-    r2: bool | None = field(default=None, metadata=_help("apply the R² rules."))
-    window: int | None = field(default=None, metadata=_help("R² confidence-cluster window."))
-    tau_s: float | None = field(default=None, metadata=_help("R² spatial threshold."))
-    u_max: int | None = field(default=None, metadata=_help("R² committed tokens per window."))
-    token_cluster_mode: str | None = field(
-        default=None, metadata=_help("R² token cluster: confidence | mid | random | none.")
-    )
-    temporal_k: int | None = field(default=None, metadata=_help("R² temporal streak K."))
-    tau_t: float | None = field(default=None, metadata=_help("R² temporal threshold."))
-    temporal_agg: str | None = field(default=None, metadata=_help("R² temporal: last|ave|max."))
     # --- redundancy measurement (None: RedundancyConfig default)
     score_window: int | None = field(default=None, metadata=_help("R_s window w."))
     score_tau_s: float | None = field(default=None, metadata=_help("R_s threshold tau_s."))
@@ -132,16 +100,12 @@ class CollectConfig:
     score_tau_t: float | None = field(default=None, metadata=_help("R_t confidence tau_t."))
     lambda_s: float | None = field(default=None, metadata=_help("weight of R_s in R_total."))
     lambda_t: float | None = field(default=None, metadata=_help("weight of R_t in R_total."))
-    # --- code tasks
-    sandbox_timeout_s: float = field(default=10.0, metadata=_help("code tests: time limit."))
-    sandbox_memory_mb: int = field(default=1024, metadata=_help("code tests: memory limit."))
-    scoring_workers: int | None = field(
-        default=None, metadata=_help("parallel sandboxes (None: CPU count).")
-    )
     # --- run
     output_dir: str = field(
-        default="outputs/collect", metadata=_help("where shards, datasets and summary go.")
-    )
+        default=str(DEFAULT_COLLECT_DIR),
+        metadata=_help("where shards, datasets and summary go (default: outputs/collect of "
+                       "the checkout, whatever the working directory)."),
+    )  # fmt: skip
     batch_size: int = field(default=32, metadata=_help("sequences decoded per forward batch."))
     prompts_per_shard: int | None = field(
         default=None,
@@ -156,11 +120,14 @@ class CollectConfig:
     )
 
     def __post_init__(self) -> None:
+        self.check_task_args()
+        self.check_decoder_args()
         checks = {
             "num_candidates": self.num_candidates >= 1,
             "batch_size": self.batch_size >= 1,
             "num_prompts": self.num_prompts is None or self.num_prompts >= 1,
             "prompts_per_shard": self.prompts_per_shard is None or self.prompts_per_shard >= 1,
+            "max_prompt_tokens": self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
             "temperature": self.temperature >= 0,
             "threshold_jitter": 0 <= self.threshold_jitter < 0.5,
         }
@@ -170,13 +137,13 @@ class CollectConfig:
                     f"collect config: {key}={getattr(self, key)!r} is out of range "
                     "(counts >= 1, temperature >= 0, 0 <= threshold_jitter < 0.5)."
                 )
+        self.redundancy_config()
         self.base_decoder()  # raises a clear error for bad decoder settings now, not mid-run
 
     def base_decoder(self) -> DecoderConfig:
-        """The decoder preset with this config's overrides (trace on: R_total needs it)."""
-        overrides = {name: getattr(self, name) for name in _DECODER_FIELDS}
-        overrides["temperature"] = None  # set per candidate, see candidate_decoder
-        return decoder_config(self.decoder, **overrides, record_trace=True)
+        """The decoder for this task, with this config's overrides; greedy (each candidate
+        sets its temperature, see ``candidate_decoder``); trace on: R_total needs it."""
+        return self.resolve(task_class(self.task), temperature=0.0, record_trace=True)
 
     def redundancy_config(self) -> RedundancyConfig:
         values = {

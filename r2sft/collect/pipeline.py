@@ -1,5 +1,5 @@
 """Stage 1 of r2sft: sample candidate trajectories, score them, keep the least redundant
-correct one per prompt (../shared/method.md section 4).
+correct one per prompt (docs/method.md section 4).
 
 Flow of :func:`run_collect`, on every process started by ``accelerate launch``:
 
@@ -18,12 +18,11 @@ Flow of :func:`run_collect`, on every process started by ``accelerate launch``:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,26 +33,19 @@ from r2sft.collect.card import push_selected, render_card
 from r2sft.collect.config import CollectConfig
 from r2sft.collect.selection import select_lowest_redundancy, summarize
 from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
-from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, redundancy
+from r2sft.decoding import DecoderConfig, RedundancyConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.specs import decode_response
+from r2sft.records import check_record
+from r2sft.scoring import (
+    InvalidPromptError,
+    PromptItem,
+    decode_and_score,
+    model_max_length,
+    prepare_prompts,
+)
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidPromptError(ValueError):
-    """A prompt cannot be collected (empty, too long, malformed source line)."""
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    """A checked prompt: its position in the task split, example, chat text and token ids."""
-
-    index: int
-    example: Example
-    text: str
-    ids: list[int]
 
 
 def candidate_seed(base_seed: int, prompt_id: str, candidate: int) -> int:
@@ -84,85 +76,29 @@ def candidate_decoder(base: DecoderConfig, config: CollectConfig, candidate: int
     return decoder
 
 
-def make_task(config: CollectConfig) -> Task:
-    """The configured task, given every option its constructor accepts."""
-    from r2sft.tasks import get_task, task_class
-
-    accepted = inspect.signature(task_class(config.task)).parameters
-    wanted = {
-        "path": config.data_path,
-        "skip_invalid": config.skip_invalid,
-        "sandbox_timeout_s": config.sandbox_timeout_s,
-        "sandbox_memory_mb": config.sandbox_memory_mb,
-        "max_workers": config.scoring_workers,
-    }
-    if config.data_path is not None and "path" not in accepted:
-        raise ValueError(f"task {config.task!r} takes no data path; drop --data_path.")
-    options = {k: v for k, v in wanted.items() if k in accepted and v is not None}
-    return get_task(config.task, **options)
+def prompt_hashes(examples: list[Example]) -> dict[str, str]:
+    """A content hash of each example (question, reference) by id: resume refuses a prompt
+    whose data changed under the same id (ids of file-based tasks are positions)."""
+    hashes = {}
+    for example in examples:
+        content = json.dumps([example.question, example.reference], ensure_ascii=False)
+        hashes[example.id] = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+    return hashes
 
 
-def model_max_length(model: Any) -> int | None:
-    """Longest sequence the model allows (its config's max positions), None if unbounded."""
-    for key in ("max_sequence_length", "max_position_embeddings", "n_positions"):
-        value = getattr(getattr(model, "config", None), key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def prepare_prompts(
-    task: Task,
-    examples: list[Example],
-    tokenizer: Any,
-    config: CollectConfig,
-    max_length: int | None,
-) -> tuple[list[PromptItem], list[dict[str, str]]]:
-    """Chat-render and tokenise each example; return the valid ones and the invalid ones
-    (id + reason). Without ``skip_invalid`` any invalid prompt raises."""
-    from r2sft.specs import render_prompt
-
-    gen_length = config.base_decoder().gen_length
-    limit = config.max_prompt_tokens
-    if max_length is not None:
-        room = max_length - gen_length
-        limit = room if limit is None else min(limit, room)
-    items, invalid, seen = [], [], set()
-    for index, example in enumerate(examples):
-        if example.id in seen:
-            raise InvalidPromptError(
-                f"task {config.task!r} gives prompt id {example.id!r} twice; ids must be "
-                "unique (they key resumption and selection). Fix the data file."
-            )
-        seen.add(example.id)
-        reason = None
-        if not example.question or not example.question.strip():
-            reason = "empty prompt"
-        else:
-            text = render_prompt(tokenizer, task.user_message(example))
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if limit is not None and len(ids) > limit:
-                reason = (
-                    f"prompt has {len(ids)} tokens, more than the {limit} allowed "
-                    f"(model max length {max_length} minus gen_length {gen_length}"
-                    + (
-                        f", --max_prompt_tokens {config.max_prompt_tokens}"
-                        if config.max_prompt_tokens
-                        else ""
-                    )
-                    + ")"
-                )
-        if reason is not None:
-            invalid.append({"prompt_id": example.id, "reason": reason})
-            continue
-        items.append(PromptItem(index, example, text, ids))
-    if invalid and not config.skip_invalid:
-        shown = "; ".join(f"{bad['prompt_id']}: {bad['reason']}" for bad in invalid[:5])
-        raise InvalidPromptError(
-            f"{len(invalid)} invalid prompt(s) in task {config.task!r} split {config.split!r}: "
-            f"{shown}. Fix the data, shorten prompts / gen_length, or pass --skip_invalid."
-        )
-    return items, invalid
+def model_fingerprint(model: str) -> dict[str, Any]:
+    """What identifies the weights: for a local folder its resolved path and the size and
+    modification time of every weight and config file (hashing GBs of weights would cost
+    minutes); for a Hub id, the id."""
+    path = Path(model)
+    if not path.is_dir():
+        return {"hub_id": model}
+    files = {}
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.suffix in (".safetensors", ".bin", ".pt", ".json"):
+            stat = file.stat()
+            files[file.name] = [stat.st_size, stat.st_mtime_ns]
+    return {"path": str(path.resolve()), "files": files}
 
 
 def decode_candidates(
@@ -176,9 +112,8 @@ def decode_candidates(
 ) -> list[dict[str, Any]]:
     """K scored candidate records for each of ``items`` (in prompt, then k order).
 
-    Rows sharing a decoder config (all of them without threshold jitter, greedy aside) are
-    decoded together, ``batch_size`` sequences per forward batch, ordered by prompt length
-    so batches carry little padding (a row's output does not depend on its batch).
+    Rows sharing a decoder config (all of them without threshold jitter, greedy aside) go
+    through the scoring path together, ``batch_size`` sequences per forward batch.
     """
     base = config.base_decoder()
     groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # decoder json -> (item, k)
@@ -191,43 +126,24 @@ def decode_candidates(
             groups[key].append((item_index, k))
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for key, rows in groups.items():
-        rows.sort(key=lambda row: len(items[row[0]].ids))
-        prompts = [items[i].ids for i, _ in rows]
         seeds = [candidate_seed(config.seed, items[i].example.id, k) for i, k in rows]
-        result = generate(model, spec, prompts, decoders[key], seeds, config.batch_size)
-        scores = redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
-        tokens = result.tokens.tolist()
-        texts = [decode_response(tokenizer, spec, row) for row in tokens]
-        correct = task.is_correct_batch([items[i].example for i, _ in rows], texts)
-        step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
-        columns = {
-            name: getattr(scores, name).tolist()
-            for name in ("r_s", "r_t", "r_total", "r_total_per_token", "response_length")
-        }
-        nfe = result.nfe.tolist()
-        for row, (item_index, k) in enumerate(rows):
+        scored = decode_and_score(
+            model, spec, tokenizer, task, [items[i] for i, _ in rows], decoders[key], seeds,
+            config.batch_size, redundancy_config,
+        )  # fmt: skip
+        for (item_index, k), seed, decoded in zip(rows, seeds, scored, strict=True):
             item = items[item_index]
-            records[(item_index, k)] = {
+            records[(item_index, k)] = check_record({
                 "prompt_id": item.example.id,
                 "prompt_index": item.index,
                 "candidate": k,
                 "prompt": item.text,
                 "prompt_ids": item.ids,
-                "response": texts[row],
-                "response_ids": tokens[row],
-                "step_map": step_map[row],
-                "rule_map": rule_map[row],
-                "nfe": int(nfe[row]),
-                "response_length": int(columns["response_length"][row]),
-                "r_s": float(columns["r_s"][row]),
-                "r_t": float(columns["r_t"][row]),
-                "r_total": float(columns["r_total"][row]),
-                "r_total_per_token": float(columns["r_total_per_token"][row]),
-                "correct": bool(correct[row]),
-                "seed": seeds[row],
+                "seed": seed,
                 "decoder": key,
                 "reference": item.example.reference,
-            }
+                **decoded,
+            })  # fmt: skip
     return [records[key] for key in sorted(records)]
 
 
@@ -287,9 +203,9 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
 
     start = time.monotonic()
     accelerator = _accelerator(config)
-    task = make_task(config)
+    task = config.make_task()
     examples = task.load(config.split, limit=config.num_prompts)
-    load_skipped = list(getattr(task, "skipped", []))
+    load_skipped = list(task.skipped)
     if not examples:
         raise InvalidPromptError(
             f"task {config.task!r} split {config.split!r} gave no prompts; check --data_path "
@@ -300,11 +216,12 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             f"the embedded model {EMBEDDED_MODEL_DIR} is missing from this checkout; rebuild it "
             "with `python launch/pretrain_embedded.py` or pass --model."
         )
-    # Settings checked before the (possibly long) model load.
+    # Inputs checked before the (possibly long) model load.
     store = ShardStore(config.output_dir)
-    resumed = store.check_compatible(config.fingerprint())  # on every rank: all fail alike
+    inputs = (config.fingerprint(), model_fingerprint(config.model), prompt_hashes(examples))
+    resumed = store.check_compatible(*inputs)  # on every rank: all fail alike
     if accelerator.is_main_process:
-        store.prepare(config.fingerprint())
+        store.prepare(*inputs)
     try:
         loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
     except (OSError, ValueError, KeyError) as error:
@@ -314,7 +231,10 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             "with trust_remote_code, masked_lm)."
         ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
-    items, invalid = prepare_prompts(task, examples, tokenizer, config, model_max_length(model))
+    items, invalid = prepare_prompts(
+        task, examples, tokenizer, config.base_decoder().gen_length, model_max_length(model),
+        config.max_prompt_tokens, config.skip_invalid,
+    )  # fmt: skip
     redundancy_config = config.redundancy_config()
 
     accelerator.wait_for_everyone()  # the main process has prepared the output directory
@@ -362,7 +282,7 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         "candidates_per_second": new_candidates / decode_seconds if new_candidates else None,
         "wall_seconds": time.monotonic() - start,  # up to the merge (load + decode + score)
     }
-    if config.task in ("humaneval", "mbpp"):
+    if task.runs_code:
         from r2sft.tasks.sandbox import isolation_report
 
         extra["sandbox"] = isolation_report()

@@ -2,7 +2,7 @@
 
 Layout of an output directory::
 
-    OUT/run.json                 settings fingerprint (a resumed run must match it)
+    OUT/run.json                 settings, model and prompt fingerprints (resume must match)
     OUT/shards/<name>.parquet    all K candidates of a few prompts, written by one process
     OUT/candidates/, selected/   merged datasets (``datasets.save_to_disk``), rebuilt by merge
     OUT/summary.json, README.md
@@ -28,30 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-# Columns of a candidate record (docs/architecture.md, "Collected trajectories").
-SCHEMA = pa.schema(
-    [
-        ("prompt_id", pa.string()),
-        ("prompt_index", pa.int64()),  # position in the run's prompt list (merge order)
-        ("candidate", pa.int32()),  # k in 0..K-1
-        ("prompt", pa.string()),
-        ("prompt_ids", pa.list_(pa.int32())),
-        ("response", pa.string()),
-        ("response_ids", pa.list_(pa.int32())),
-        ("step_map", pa.list_(pa.int32())),
-        ("rule_map", pa.list_(pa.int8())),
-        ("nfe", pa.int32()),
-        ("response_length", pa.int32()),
-        ("r_s", pa.float64()),
-        ("r_t", pa.float64()),
-        ("r_total", pa.float64()),
-        ("r_total_per_token", pa.float64()),
-        ("correct", pa.bool_()),
-        ("seed", pa.int64()),
-        ("decoder", pa.string()),
-        ("reference", pa.string()),
-    ]
-)
+from r2sft.records import SCHEMA
+
 _TEMP_PREFIX = ".tmp-"
 
 
@@ -85,42 +63,71 @@ class ShardStore:
         self.shard_dir = self.root / "shards"
         self.manifest = self.root / "run.json"
 
-    def check_compatible(self, fingerprint: dict[str, Any]) -> bool:
-        """Raise if an earlier run here used other settings; True when there is one to resume.
+    def check_compatible(
+        self,
+        settings: dict[str, Any],
+        model: dict[str, Any] | None = None,
+        prompts: dict[str, str] | None = None,
+    ) -> bool:
+        """Raise if an earlier run here differs; True when there is one to resume.
 
-        Read-only, so every process can call it (all then fail alike instead of some
-        waiting at a barrier for a main process that died).
+        Compared: the settings, the model's fingerprint (path, weight files' sizes and
+        modification times) and the content hash of every prompt both runs know (a resumed
+        run may ask for more or fewer prompts, but a prompt whose text or reference changed
+        under the same id would mix old and new candidates). Read-only, so every process can
+        call it (all then fail alike instead of some waiting at a barrier for a main
+        process that died).
         """
         if not self.manifest.exists():
             return False
         previous = json.loads(self.manifest.read_text())
-        changed = sorted(
-            key
-            for key in set(previous) | set(fingerprint)
-            if previous.get(key) != fingerprint.get(key)
-        )
-        if changed:
-            details = ", ".join(
-                f"{key}: {previous.get(key)!r} -> {fingerprint.get(key)!r}" for key in changed
-            )
+        if "settings" not in previous:
             raise IncompatibleRunError(
-                f"{self.root} holds a collection made with other settings ({details}). "
-                "Resume with the same settings, or choose a new --output_dir."
+                f"{self.root} holds a collection made by an older r2sft (run.json without "
+                "'settings'); choose a new --output_dir."
+            )
+        old = previous["settings"]
+        problems = [
+            f"{key}: {old.get(key)!r} -> {settings.get(key)!r}"
+            for key in sorted(set(old) | set(settings))
+            if old.get(key) != settings.get(key)
+        ]
+        if model is not None and previous.get("model") not in (None, model):
+            problems.append(f"model weights: {previous['model']} -> {model}")
+        if prompts is not None:
+            known = previous.get("prompts", {})
+            changed = sorted(key for key in prompts.keys() & known.keys()
+                             if prompts[key] != known[key])  # fmt: skip
+            if changed:
+                problems.append(
+                    f"the data: {len(changed)} prompt(s) changed content under the same id "
+                    f"(e.g. {changed[:3]})"
+                )
+        if problems:
+            raise IncompatibleRunError(
+                f"{self.root} holds a collection made from other inputs ({'; '.join(problems)}). "
+                "Resume with the same settings, data and model, or choose a new --output_dir."
             )
         return True
 
-    def prepare(self, fingerprint: dict[str, Any]) -> bool:
-        """Check compatibility, create the layout, record the settings, drop temp files.
+    def prepare(
+        self,
+        settings: dict[str, Any],
+        model: dict[str, Any] | None = None,
+        prompts: dict[str, str] | None = None,
+    ) -> bool:
+        """Check compatibility, create the layout, record the inputs, drop temp files.
 
         Returns True when resuming an earlier run. Call on the main process only, before
         the other processes look at the shards.
         """
-        resuming = self.check_compatible(fingerprint)
+        resuming = self.check_compatible(settings, model, prompts)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.shard_dir.glob(f"{_TEMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)  # a write interrupted by a crash
-        if not resuming:
-            atomic_write_text(self.manifest, json.dumps(fingerprint, indent=2, sort_keys=True))
+        known = json.loads(self.manifest.read_text()).get("prompts", {}) if resuming else {}
+        manifest = {"settings": settings, "model": model, "prompts": {**known, **(prompts or {})}}
+        atomic_write_text(self.manifest, json.dumps(manifest, indent=1, sort_keys=True))
         return resuming
 
     def shard_files(self) -> list[Path]:

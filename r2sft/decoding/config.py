@@ -2,14 +2,19 @@
 
 Defaults are the official R²-dLLM GSM8K settings for LLaDA-8B-Instruct (gen 256, block 32,
 threshold 0.9, window 3, tau_s 0.8, u_max 1, token cluster "confidence", K 3, tau_t 0.8,
-temporal aggregation "last"), see ../shared/method.md section 2.
+temporal aggregation "last"), see docs/method.md section 2.
+
+:class:`DecoderArgs` is the one set of decoder options that every entry point (collect,
+evaluate, training's tracking, the benches) exposes; :meth:`DecoderArgs.resolve` turns it
+into a :class:`DecoderConfig` with one resolution order: explicit options, then the canvas
+the task asks for, then the preset.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Policy = Literal["fixed", "threshold", "factor"]
@@ -98,6 +103,12 @@ class DecoderConfig:
             raise ValueError("window, u_max and temporal_k must be >= 0.")
         if self.temperature < 0:
             raise ValueError(f"temperature {self.temperature} must be >= 0.")
+        for name in ("threshold", "tau_s", "tau_t"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} {value} is a confidence: choose a value in [0, 1].")
+        if self.factor <= 0:
+            raise ValueError(f"factor {self.factor} must be > 0.")
 
     @property
     def num_blocks(self) -> int:
@@ -141,3 +152,91 @@ def decoder_config(name: str, **overrides: Any) -> DecoderConfig:
         raise ValueError(f"unknown DecoderConfig field(s) {unknown}; valid: {sorted(fields)}.")
     values = {**presets[name], **{k: v for k, v in overrides.items() if v is not None}}
     return DecoderConfig(**values)
+
+
+def _help(text: str) -> dict[str, Any]:
+    return {"help": text}
+
+
+@dataclass
+class DecoderArgs:
+    """The decoder options of a config or command line: a preset and field overrides.
+
+    Every field but ``decoder`` defaults to None, meaning "not set here": the value then
+    comes from the task's canvas (``Task.gen_length`` / ``block_length``) or the preset.
+    Configs of collect, evaluate and training inherit these fields, so the flags are the
+    same everywhere (``--decoder r2 --threshold 0.8 --tau_t 0.7``).
+    """
+
+    decoder: str = field(default="r2", metadata=_help("decoder preset: fixed | threshold | "
+                                                       "factor | r2."))  # fmt: skip
+    gen_length: int | None = field(default=None, metadata=_help("canvas length (None: task's)."))
+    block_length: int | None = field(default=None, metadata=_help("block (None: task's)."))
+    policy: Policy | None = field(default=None, metadata=_help("fixed | threshold | factor."))
+    steps: int | None = field(default=None, metadata=_help("fixed policy: total steps."))
+    threshold: float | None = field(default=None, metadata=_help("threshold policy tau."))
+    factor: float | None = field(default=None, metadata=_help("factor policy f."))
+    r2: bool | None = field(default=None, metadata=_help("apply the R² rules."))
+    window: int | None = field(default=None, metadata=_help("R² confidence-cluster window."))
+    tau_s: float | None = field(default=None, metadata=_help("R² spatial threshold."))
+    u_max: int | None = field(default=None, metadata=_help("R² committed tokens per window."))
+    token_cluster_mode: TokenClusterMode | None = field(
+        default=None, metadata=_help("R² token cluster: confidence | mid | random | none.")
+    )
+    temporal_k: int | None = field(default=None, metadata=_help("R² temporal streak K."))
+    tau_t: float | None = field(default=None, metadata=_help("R² temporal threshold."))
+    temporal_agg: TemporalAgg | None = field(
+        default=None, metadata=_help("R² temporal aggregation: last | ave | max.")
+    )
+    temperature: float | None = field(
+        default=None, metadata=_help("Gumbel sampling temperature (0: greedy).")
+    )
+
+    def __post_init__(self) -> None:
+        self.check_decoder_args()
+
+    def check_decoder_args(self) -> None:
+        """Range-check the values set here (at parse time, before any work)."""
+        if self.decoder not in DECODER_NAMES:
+            raise ValueError(
+                f"--decoder {self.decoder!r} is unknown; choose one of {', '.join(DECODER_NAMES)}."
+            )
+        for name in ("threshold", "tau_s", "tau_t"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name} {value} is a confidence: choose a value in [0, 1].")
+        for name in ("gen_length", "block_length", "steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} {value} must be >= 1.")
+        for name in ("window", "u_max", "temporal_k"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name} {value} must be >= 0.")
+        if self.factor is not None and self.factor <= 0:
+            raise ValueError(f"--factor {self.factor} must be > 0.")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"--temperature {self.temperature} must be >= 0.")
+
+    def decoder_overrides(self) -> dict[str, Any]:
+        """The DecoderConfig fields this config sets (None ones left out)."""
+        names = DECODER_ARG_FIELDS
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def resolve(
+        self, task: Any = None, defaults: dict[str, Any] | None = None, **fixed: Any
+    ) -> DecoderConfig:
+        """The decoder: ``fixed`` values, then this config's, then ``defaults`` (e.g. the
+        collect decoder a training run tracks with), then ``task``'s canvas, then the preset.
+        """
+        values = {}
+        if task is not None:
+            canvas = {"gen_length": task.gen_length, "block_length": task.block_length}
+            values.update({k: v for k, v in canvas.items() if v is not None})
+        values.update({k: v for k, v in (defaults or {}).items() if k in DECODER_ARG_FIELDS})
+        values.update(self.decoder_overrides())
+        values.update(fixed)
+        return decoder_config(self.decoder, **values)
+
+
+DECODER_ARG_FIELDS = tuple(f.name for f in dataclasses.fields(DecoderArgs) if f.name != "decoder")

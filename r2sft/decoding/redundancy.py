@@ -1,4 +1,4 @@
-"""Spatio-temporal redundancy of decoding trajectories (../shared/method.md section 3).
+"""Spatio-temporal redundancy of decoding trajectories (docs/method.md section 3).
 
 The one place where R_s, R_t and R_total are defined. All are computed from a
 :class:`DecodeResult` with its trace, vectorised over rows, forwards and positions:
@@ -86,7 +86,7 @@ def response_lengths(tokens: torch.Tensor, eos_token_id: int | None) -> torch.Te
     return (first_eos + 1).clamp(max=gen)
 
 
-def redundancy(
+def measure_redundancy(
     result: DecodeResult, config: RedundancyConfig | None = None, eos_token_id: int | None = None
 ) -> Redundancy:
     """R_s, R_t and R_total of every row of ``result`` (which must carry a trace).
@@ -98,7 +98,8 @@ def redundancy(
     trace = result.trace
     if trace is None:
         raise ValueError(
-            "redundancy() needs the decode trace; decode with DecoderConfig(record_trace=True)."
+            "measure_redundancy() needs the decode trace; decode with "
+            "DecoderConfig(record_trace=True)."
         )
     rows, steps, length = trace.top1.shape
     gen = result.tokens.shape[1]

@@ -8,6 +8,7 @@ import pkgutil
 from r2sft.tasks.base import (
     Example,
     Task,
+    TaskArgs,
     TaskOptions,
     available_tasks,
     get_task,
@@ -22,6 +23,7 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "Example",
     "Task",
+    "TaskArgs",
     "TaskOptions",
     "available_tasks",
     "get_task",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from r2sft.paths import EMBEDDED_TASK
+
 
 @dataclass(frozen=True)
 class Example:
@@ -127,6 +129,59 @@ def task_class(name: str) -> Callable[..., Task]:
             "Set --task to one of them, or register a new one with r2sft.tasks.register_task."
         )
     return _TASKS[name]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TaskArgs:
+    """The task options of a config or command line (collect, evaluate, training's
+    tracking, the benches inherit these fields): which task, its data and its options."""
+
+    task: str = field(
+        default=EMBEDDED_TASK,
+        metadata=_help("task name (r2sft.tasks): arith, gsm8k, math, humaneval, mbpp."),
+    )
+    data_path: str | None = field(
+        default=None,
+        metadata=_help("the task's data: a JSONL file or a folder of {split}.jsonl (None: the "
+                       "task's default, or its Hub data set)."),
+    )  # fmt: skip
+    skip_invalid: bool = field(
+        default=False,
+        metadata=_help("skip (and count) malformed, empty or too long prompts instead of failing."),
+    )
+    sandbox_timeout_s: float = field(
+        default=TaskOptions.sandbox_timeout_s, metadata=_help("code tasks: time limit per test.")
+    )
+    sandbox_memory_mb: int = field(
+        default=TaskOptions.sandbox_memory_mb, metadata=_help("code tasks: memory limit per test.")
+    )
+    scoring_workers: int | None = field(
+        default=None, metadata=_help("code tasks: parallel sandboxes (None: CPU count).")
+    )
+
+    def __post_init__(self) -> None:
+        self.check_task_args()
+
+    def check_task_args(self) -> None:
+        """Validate the options now (at parse time, before any work)."""
+        self.task_options()
+
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(
+            path=self.data_path,
+            skip_invalid=self.skip_invalid,
+            sandbox_timeout_s=self.sandbox_timeout_s,
+            sandbox_memory_mb=self.sandbox_memory_mb,
+            scoring_workers=self.scoring_workers,
+        )
+
+    def make_task(self) -> Task:
+        """The configured task (a clear error for an unknown name or a bad option)."""
+        return task_class(self.task)(self.task_options())
 
 
 def get_task(name: str, **options: Any) -> Task:

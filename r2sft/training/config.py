@@ -1,23 +1,26 @@
-"""The configuration of one SFT run (``train.py``): data, objective, LoRA, optimisation, tracking.
+"""The configuration of one SFT run (``train.py``): a ``transformers.TrainingArguments``.
 
-Every field is a ``--flag`` of ``train.py`` and a key of its YAML config
-(``r2sft.config.parse_config``). Optimisation fields map one to one onto
-``transformers.TrainingArguments``; :meth:`TrainConfig.training_arguments` builds them.
+:class:`TrainConfig` subclasses ``TrainingArguments`` (as TRL's ``SFTConfig`` does), so every
+Trainer flag (``--learning_rate``, ``--deepspeed``, ``--bf16``, ``--save_total_limit``, ...)
+works as is; it declares only r2sft's own fields (data, objective, LoRA, tracking) and the
+defaults that differ from the Trainer's. The tracking decode takes the task and decoder
+options every entry point has (:class:`~r2sft.tasks.TaskArgs`,
+:class:`~r2sft.decoding.DecoderArgs`). Every field is a ``--flag`` of ``train.py`` and a key
+of its YAML config (``r2sft.config.parse_config``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from r2sft.paths import EMBEDDED_MODEL_DIR, EMBEDDED_TASK, REPO_ROOT
+from transformers import TrainingArguments
 
-# Where the default collect run (`accelerate launch collect.py`) writes; train.py reads
-# `<data_dir>/selected` from it.
-DEFAULT_COLLECT_DIR = REPO_ROOT / "outputs" / "collect"
-DEFAULT_TRAIN_DIR = REPO_ROOT / "outputs" / "train"
+from r2sft.decoding import DecoderArgs
+from r2sft.paths import DEFAULT_COLLECT_DIR, DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR
+from r2sft.tasks import TaskArgs
 
 
 def _help(text: str) -> dict[str, str]:
@@ -25,7 +28,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
     # ------------------------------------------------------------------ model and data
     model: str = field(
         default=str(EMBEDDED_MODEL_DIR),
@@ -52,13 +55,23 @@ class TrainConfig:
         default=str(DEFAULT_TRAIN_DIR),
         metadata=_help("Checkpoints, logs, metrics.jsonl, metrics.png and final/ go here."),
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata=_help("Start a fresh run in a used output_dir, deleting its checkpoints, "
+                       "metrics and final/ (else a used folder is an error)."),
+    )  # fmt: skip
+    allow_unselected_data: bool = field(
+        default=False,
+        metadata=_help("Train on data that is not a selected set (incorrect rows or several "
+                       "rows per prompt), e.g. collect.py's candidates/ on purpose."),
+    )  # fmt: skip
 
     # ------------------------------------------------------------------ objective
-    objective: Literal["llada", "trajectory", "certainty_forcing"] = field(
+    objective: str = field(
         default="trajectory",
         metadata=_help("llada | trajectory (replay the step map) | certainty_forcing (dParallel)."),
     )
-    loss_normalization: Literal["sample", "token"] = field(
+    loss_normalisation: Literal["sample", "token"] = field(
         default="sample",
         metadata=_help(
             "sample: every trajectory weighs the same (per-row answer-length mean); token: "
@@ -87,9 +100,12 @@ class TrainConfig:
         default=3.0,
         metadata=_help("trajectory: weight of certainty forcing's entropy term (0: CE only)."),
     )
-    cf_block_length: int | None = field(
+    train_block_length: int | None = field(
         default=None,
-        metadata=_help("certainty_forcing: block length (None: the collect decoder's)."),
+        metadata=_help(
+            "Block structure of the training targets: trajectory block targets and certainty "
+            "forcing's blocks (None: the collect decoder's block length)."
+        ),
     )
     cf_mask_ratio: float = field(
         default=0.5, metadata=_help("certainty_forcing: share of the block masked in view A.")
@@ -97,7 +113,7 @@ class TrainConfig:
     cf_entropy_weight: float = field(
         default=2.0, metadata=_help("certainty_forcing: weight of the entropy term (dParallel: 2).")
     )
-    cf_temperature: float = field(
+    entropy_temperature: float = field(
         default=0.5,
         metadata=_help(
             "Temperature of the entropy term (certainty_forcing, trajectory; dParallel: 0.5)."
@@ -119,138 +135,125 @@ class TrainConfig:
         ),
     )
 
-    # ------------------------------------------------------------------ optimisation
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "constant_with_warmup"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_steps: int = field(
-        default=8000, metadata=_help("Optimizer steps; <= 0 trains num_train_epochs instead.")
-    )
-    num_train_epochs: float = 1.0
-    bf16: bool = field(default=False, metadata=_help("bf16 mixed precision (GPU)."))
-    gradient_checkpointing: bool = False
-    seed: int = field(default=0, metadata=_help("Data order and masking noise."))
-    dataloader_num_workers: int = 0
     pad_to_multiple_of: int | None = field(
         default=None, metadata=_help("Pad canvases to a multiple of this (tensor cores).")
     )
 
-    # ------------------------------------------------------------------ checkpoints, tracking
-    save_steps: int = field(
-        default=2000,
-        metadata=_help("Save (and decode the held-out set) every N optimizer steps."),
-    )
-    save_total_limit: int | None = None
-    logging_steps: int = 100
-    report_to: str = field(
-        default="tensorboard", metadata=_help("tensorboard | wandb | none | comma list.")
-    )
-    run_name: str | None = None
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata=_help("A checkpoint folder, or 'latest' for the newest one in output_dir."),
-    )
-    task: str = field(
-        default=EMBEDDED_TASK, metadata=_help("Task of the held-out prompts (r2sft.tasks).")
-    )
-    task_path: str | None = field(
-        default=None, metadata=_help("Local data folder of the task (None: its default).")
-    )
+    # ------------------------------------------------------------------ tracking
+    # (the task and decoder fields come from TaskArgs / DecoderArgs; gen_length and
+    # block_length of the tracking decoder default to the collect decoder's)
     eval_split: str = field(default="dev", metadata=_help("Held-out split decoded at every save."))
     eval_limit: int = field(
         default=48, metadata=_help("Held-out prompts decoded at every save (0: no tracking).")
     )
-    eval_decoder: str = field(
-        default="r2",
-        metadata=_help("Tracking decoder preset: fixed | threshold | factor | r2."),
-    )
-    eval_batch_size: int = 16
     eval_before_training: bool = field(
         default=True, metadata=_help("Decode the held-out set with the base model (step 0).")
     )
-    gen_length: int | None = field(
-        default=None, metadata=_help("Canvas length for tracking (None: the collect decoder's).")
-    )
-    block_length: int | None = field(
-        default=None, metadata=_help("Block length for tracking (None: the collect decoder's).")
-    )
 
-    # ------------------------------------------------------------------ export
-    push_to_hub: str | None = field(
-        default=None,
-        metadata=_help(
-            "Hub repo id to upload final/ to; the token comes from HF_TOKEN or the cached "
-            "login, never from the command line."
-        ),
+    # ------------------------------------------------------------------ Trainer defaults
+    # that differ from transformers' (everything else is TrainingArguments' own)
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "constant_with_warmup"
+    optim: str = "adamw_torch"
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = field(
+        default=16, metadata=_help("Sequences per forward batch of the tracking decode.")
     )
-    hub_private: bool = True
+    max_steps: int = field(
+        default=8000, metadata=_help("Optimizer steps; <= 0 trains num_train_epochs instead.")
+    )
+    save_steps: float = field(
+        default=2000, metadata=_help("Save (and decode the held-out set) every N optimizer steps.")
+    )
+    logging_steps: float = 100
+    logging_first_step: bool = True
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata=_help("tensorboard | wandb | none | comma list.")
+    )
+    seed: int = field(default=0, metadata=_help("Data order and masking noise."))
+    # The collator needs the trajectory columns the model's forward does not take.
+    remove_unused_columns: bool = False
+    hub_private_repo: bool | None = True
 
     def __post_init__(self) -> None:
+        self.check_task_args()
+        self.check_decoder_args()
         checks = [
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1),
-            ("save_steps", self.save_steps >= 1),
+            ("save_steps", self.save_steps > 0),
             ("trajectory_shrink", self.trajectory_shrink >= 1),
             ("trajectory_entropy_weight", self.trajectory_entropy_weight >= 0),
             ("eval_limit", self.eval_limit >= 0),
             ("lora_r", self.lora_r >= 1),
+            ("train_block_length", self.train_block_length is None or self.train_block_length >= 1),
+            ("max_train_samples", self.max_train_samples is None or self.max_train_samples >= 1),
         ]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is out of range (see --help).")
+        from r2sft.training.trainer import OBJECTIVE_STEPS  # the objective registry
+
+        if self.objective not in OBJECTIVE_STEPS:
+            raise ValueError(
+                f"--objective {self.objective!r} is unknown; choose one of "
+                f"{', '.join(OBJECTIVE_STEPS)}."
+            )
         if not 0.0 < self.cf_mask_ratio < 1.0:
             raise ValueError(f"--cf_mask_ratio={self.cf_mask_ratio} must be in (0, 1).")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id REPO (the token: HF_TOKEN).")
+        if self.max_steps <= 0:
+            self.max_steps = -1  # the Trainer's "train num_train_epochs" value
+        if isinstance(self.report_to, str) and "," in self.report_to:
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        self._device_defaults()
+        super().__post_init__()
+
+    def _device_defaults(self) -> None:
+        """CPU-only machines: the Trainer on CPU, or gloo under DeepSpeed (DeepSpeed refuses
+        ``use_cpu``). Set before TrainingArguments sets up the device."""
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            self.ddp_backend = self.ddp_backend or "gloo"
+        else:
+            self.use_cpu = True
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
 
-    def training_arguments(self, **overrides: object):
-        """The ``transformers.TrainingArguments`` of this run."""
-        from transformers import TrainingArguments
+    def trainer_arguments(self) -> TrainConfig:
+        """The arguments handed to the Trainer: these, with Hub uploads off (r2sft uploads
+        ``final/`` once, after training, instead of every checkpoint)."""
+        import copy
 
-        report_to = [r.strip() for r in self.report_to.split(",") if r.strip()]
-        values: dict[str, object] = dict(
-            output_dir=self.output_dir,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=self.warmup_steps,
-            max_grad_norm=self.max_grad_norm,
-            optim=self.optim,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            max_steps=self.max_steps if self.max_steps > 0 else -1,
-            num_train_epochs=self.num_train_epochs,
-            bf16=self.bf16,
-            seed=self.seed,
-            dataloader_num_workers=self.dataloader_num_workers,
-            save_strategy="steps",
-            save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit,
-            logging_steps=self.logging_steps,
-            logging_first_step=True,
-            report_to=report_to if report_to != ["none"] else "none",
-            run_name=self.run_name,
-            # The collator needs the trajectory columns the model's forward does not take.
-            remove_unused_columns=False,
-            # Checkpoints hold the model, the optimizer and the RNG states: resume is exact.
-            save_only_model=False,
-            # Hub uploads happen once, from final/ (r2sft.training.export), not per checkpoint.
-            push_to_hub=False,
-        )
-        # transformers 5 renamed gradient_checkpointing (kept as a deprecated alias).
-        names = {f.name for f in dataclasses.fields(TrainingArguments)}
-        checkpointing = (
-            "activation_checkpointing"
-            if "activation_checkpointing" in names
-            else "gradient_checkpointing"
-        )
-        values[checkpointing] = self.gradient_checkpointing
-        values.update(overrides)
-        return TrainingArguments(**values)
+        arguments = copy.copy(self)
+        arguments.push_to_hub = False
+        return arguments
+
+
+# r2sft's own fields that determine what a run learns: a resumed run must keep them (and the
+# optimisation fields of TrainingArguments in RESUME_TRAINER_FIELDS).
+RESUME_TRAINER_FIELDS = (
+    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "lr_scheduler_type", "warmup_steps", "warmup_ratio", "max_grad_norm", "optim",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed",
+    "bf16", "fp16",
+)  # fmt: skip
+_TRACKING_FIELDS = {"eval_split", "eval_limit", "eval_before_training", "overwrite_output_dir"}
+
+
+def resume_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """The options a resumed run must share with the run it continues."""
+    inherited = {f.name for cls in (TrainingArguments, TaskArgs, DecoderArgs) for f in fields(cls)}
+    own = [f.name for f in fields(TrainConfig) if f.name not in inherited | _TRACKING_FIELDS]
+    names = [*own, *RESUME_TRAINER_FIELDS]
+    return {name: _plain(getattr(config, name, None)) for name in names}
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)  # enums (lr_scheduler_type, optim) as strings

@@ -1,7 +1,7 @@
 """Collected trajectories in, training canvases out.
 
-``collect.py`` writes a ``datasets.save_to_disk`` folder (``docs/architecture.md``,
-"Collected trajectories"); :func:`load_trajectories` reads and checks it and
+``collect.py`` writes a ``datasets.save_to_disk`` folder of candidate records
+(``r2sft.records``); :func:`load_trajectories` reads and checks it and
 :class:`TrajectoryCollator` turns rows into the fixed-layout canvas every objective uses::
 
     [ prompt_ids | response_ids (gen_length, EOS fill included) | pad ... ]
@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-REQUIRED_COLUMNS = ("prompt_ids", "response_ids", "step_map")
+from r2sft.records import TRAINING_COLUMNS
+
 SAMPLE_KEY = "sample_index"
 
 
@@ -45,11 +46,39 @@ def resolve_data_path(data_dir: str | Path) -> Path:
     )
 
 
-def load_trajectories(data_dir: str | Path, max_samples: int | None = None) -> Any:
+class UnselectedDataError(ValueError):
+    """The data is not a selected set: it has incorrect rows or several rows per prompt."""
+
+
+def check_selected(dataset: Any, path: Path) -> None:
+    """Raise :class:`UnselectedDataError` unless every row is correct and prompts are unique
+    (what collect.py's ``selected/`` holds; its ``candidates/`` holds every candidate)."""
+    incorrect = dataset["correct"].count(False)
+    if incorrect:
+        raise UnselectedDataError(
+            f"{path}: {incorrect} of {len(dataset)} rows are incorrect candidates; this looks "
+            "like collect.py's candidates/, not selected/. Point --data_dir at the collect "
+            "output folder (its selected/ is used), or pass --allow_unselected_data."
+        )
+    if "prompt_id" in dataset.column_names:
+        counts = Counter(dataset["prompt_id"])
+        repeated = [prompt for prompt, count in counts.items() if count > 1]
+        if repeated:
+            raise UnselectedDataError(
+                f"{path}: {len(repeated)} prompt(s) have several rows (e.g. {repeated[:3]}); a "
+                "selected set has one per prompt. Use the collect output's selected/, or pass "
+                "--allow_unselected_data."
+            )
+
+
+def load_trajectories(
+    data_dir: str | Path, max_samples: int | None = None, allow_unselected: bool = False
+) -> Any:
     """The selected trajectories as a ``datasets.Dataset`` with a stable ``sample_index``.
 
     Raises:
         MissingDataError: no dataset folder (the message prints the collect command).
+        UnselectedDataError: incorrect rows or repeated prompts (unless ``allow_unselected``).
         ValueError: a required column is missing, or a row's step map and response differ
             in length (naming the row).
     """
@@ -60,7 +89,7 @@ def load_trajectories(data_dir: str | Path, max_samples: int | None = None) -> A
     if hasattr(dataset, "keys"):  # a DatasetDict: take its only / train split
         splits = list(dataset.keys())
         dataset = dataset["train"] if "train" in splits else dataset[splits[0]]
-    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    missing = [c for c in TRAINING_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(
             f"{path}: collected data lacks column(s) {missing} (has {dataset.column_names}); "
@@ -68,6 +97,8 @@ def load_trajectories(data_dir: str | Path, max_samples: int | None = None) -> A
         )
     if len(dataset) == 0:
         raise ValueError(f"{path}: the collected data set is empty; collect more prompts.")
+    if not allow_unselected:
+        check_selected(dataset, path)
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     lengths = dataset.map(

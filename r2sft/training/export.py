@@ -108,8 +108,8 @@ def model_card(
             f"{config.trajectory_entropy_weight})"
         ),
         "certainty_forcing": (
-            f"certainty forcing (dParallel; block {config.cf_block_length}, entropy weight "
-            f"{config.cf_entropy_weight}, temperature {config.cf_temperature})"
+            f"certainty forcing (dParallel; block {config.train_block_length}, entropy weight "
+            f"{config.cf_entropy_weight}, temperature {config.entropy_temperature})"
         ),
     }[config.objective]
     tuning = (
@@ -124,7 +124,7 @@ def model_card(
             "per_device_train_batch_size",
             "gradient_accumulation_steps",
             "max_steps",
-            "loss_normalization",
+            "loss_normalisation",
             "seed",
         )
     }
@@ -149,7 +149,7 @@ R²-dLLM, arXiv 2604.18995): trained on the correct decodes with the lowest redu
 ## Before / after
 
 Held-out `{config.task}` split `{config.eval_split}`, {before.get("num_prompts", "?")} prompts,
-decoder `{config.eval_decoder}`; before = step {before.get("step", "?")}, after = step
+decoder `{config.decoder}`; before = step {before.get("step", "?")}, after = step
 {after.get("step", "?")}.
 
 | metric | before | after |
@@ -189,7 +189,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
 
     if get_token() is None:  # looks at HF_TOKEN, then the cached login; never echoed
         raise RuntimeError(
-            f"--push_to_hub {repo_id}: no Hugging Face token found. Set the HF_TOKEN "
+            f"--hub_model_id {repo_id}: no Hugging Face token found. Set the HF_TOKEN "
             "environment variable or run `hf auth login`, then re-run the export."
         )
     api = HfApi()

@@ -5,7 +5,7 @@ predict, drawn from an explicit ``torch.Generator``) and a *loss* function (cros
 on those positions with the objective's weighting), so each half can be tested on
 hand-built tensors.
 
-Three objectives (``../shared/method.md`` section 4):
+Three objectives (docs/method.md section 4):
 
 - ``llada``: LLaDA SFT. Per row ``t ~ U(eps, 1)``; answer tokens masked with probability
   ``t``; CE on masked tokens weighted ``1 / t``.
@@ -48,8 +48,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-LossNormalization = Literal["sample", "token"]
-OBJECTIVES = ("llada", "trajectory", "certainty_forcing")
+LossNormalisation = Literal["sample", "token"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -118,7 +117,7 @@ def answer_offsets(answer_mask: torch.Tensor) -> torch.Tensor:
     return offsets.masked_fill(~answer_mask, -1)
 
 
-def normalisation_units(loss_mask: torch.Tensor, mode: LossNormalization) -> torch.Tensor:
+def normalisation_units(loss_mask: torch.Tensor, mode: LossNormalisation) -> torch.Tensor:
     """How many units a micro-batch adds to the loss denominator (long scalar).
 
     ``"sample"``: rows with at least one supervised token; ``"token"``: supervised tokens.
@@ -133,7 +132,7 @@ def normalisation_units(loss_mask: torch.Tensor, mode: LossNormalization) -> tor
 def normalise_loss(
     row_sums: torch.Tensor,
     loss_mask: torch.Tensor,
-    mode: LossNormalization,
+    mode: LossNormalisation,
     num_units: torch.Tensor | float,
 ) -> torch.Tensor:
     """Scalar loss from per-row sums and the denominator of the whole optimizer step.

@@ -4,7 +4,7 @@ Why the plain ``transformers.Trainer`` and not TRL's ``SFTTrainer``: SFTTrainer'
 its dataset preparation (chat templating, tokenisation, packing, completion-only labels) and
 its autoregressive loss; a masked-diffusion SFT replaces all of them (the collected data is
 already tokenised, the canvas layout is fixed, the loss is ours), so it would only add
-switches to turn off (see ``../shared/stack-notes.md``). d1, dllm and dParallel subclass
+switches to turn off. d1, dllm and dParallel subclass
 ``transformers.Trainer`` for the same reason.
 
 Two hooks:
@@ -56,14 +56,12 @@ def llada_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -> tor
 
 def trajectory_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -> torch.Tensor:
     labels, loss_mask = batch["input_ids"], batch["loss_mask"]
-    if config.trajectory_targets == "block" and config.block_length is None:
-        raise ValueError("trajectory_targets=block needs --block_length (or collect decoder info).")
     masked, targets, n_groups = obj.trajectory_mask(
         batch["step_map"],
         batch["answer_mask"],
         shrink=config.trajectory_shrink,
         noise=noise,
-        block_length=config.block_length if config.trajectory_targets == "block" else None,
+        block_length=config.train_block_length if config.trajectory_targets == "block" else None,
     )
     noised = obj.apply_mask(labels, masked, spec.mask_token_id)
     logits = model_logits(model, noised, batch["attention_mask"], spec)
@@ -73,7 +71,7 @@ def trajectory_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -
         targets & loss_mask,
         n_groups,
         entropy_weight=config.trajectory_entropy_weight,
-        temperature=config.cf_temperature,
+        temperature=config.entropy_temperature,
     )
 
 
@@ -81,10 +79,8 @@ def certainty_forcing_step(
     model, batch, noise, config: TrainConfig, spec: ModelSpec
 ) -> torch.Tensor:
     labels, loss_mask = batch["input_ids"], batch["loss_mask"]
-    if config.cf_block_length is None:
-        raise ValueError("certainty_forcing needs --cf_block_length (or collect decoder info).")
     masked_a, masked_b, targets_a, targets_b, n_blocks = obj.certainty_forcing_mask(
-        batch["answer_mask"], config.cf_block_length, config.cf_mask_ratio, noise=noise
+        batch["answer_mask"], config.train_block_length, config.cf_mask_ratio, noise=noise
     )
     # Both complementary views in one forward pass (one kernel launch per layer).
     noised = torch.cat(
@@ -104,7 +100,7 @@ def certainty_forcing_step(
         targets_b & loss_mask,
         n_blocks,
         entropy_weight=config.cf_entropy_weight,
-        temperature=config.cf_temperature,
+        temperature=config.entropy_temperature,
     )
 
 
@@ -124,18 +120,13 @@ class R2SFTTrainer(Trainer):
 
     def __init__(self, *args: Any, sft_config: TrainConfig, spec: ModelSpec, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if sft_config.objective not in OBJECTIVE_STEPS:
-            raise ValueError(
-                f"unknown objective {sft_config.objective!r}; choose one of "
-                f"{', '.join(OBJECTIVE_STEPS)}"
-            )
         self.sft_config = sft_config
         self.spec = spec
         self.objective_step = OBJECTIVE_STEPS[sft_config.objective]
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        mode = self.sft_config.loss_normalization
+        mode = self.sft_config.loss_normalisation
         units = torch.zeros((), dtype=torch.long, device=device)
         for batch in batch_samples:
             units = units + obj.normalisation_units(batch["loss_mask"], mode).to(device)
@@ -151,11 +142,11 @@ class R2SFTTrainer(Trainer):
         )
         row_sums = self.objective_step(model, inputs, noise, config, self.spec)
         if num_items_in_batch is None:  # outside a training step: this batch alone
-            units = obj.normalisation_units(loss_mask, config.loss_normalization)
-            loss = obj.normalise_loss(row_sums, loss_mask, config.loss_normalization, units)
+            units = obj.normalisation_units(loss_mask, config.loss_normalisation)
+            loss = obj.normalise_loss(row_sums, loss_mask, config.loss_normalisation, units)
         else:
             loss = obj.normalise_loss(
-                row_sums, loss_mask, config.loss_normalization, num_items_in_batch
+                row_sums, loss_mask, config.loss_normalisation, num_items_in_batch
             )
             # DDP and DeepSpeed average gradients over processes; the denominator is already
             # global, so undo the average.

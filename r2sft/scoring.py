@@ -1,0 +1,174 @@
+"""The one decode-and-score path: prompts in, scored trajectories out.
+
+``collect.py`` (K candidates per prompt), ``r2sft.evaluate`` and training's checkpoint
+tracking all go through :func:`prepare_prompts` and :func:`decode_and_score`:
+
+1. :func:`prepare_prompts` chat-renders and tokenises each example and checks it against
+   the model (empty, prompt + canvas longer than its positions), failing or skipping;
+2. :func:`decode_and_score` decodes rows in order of prompt length (little padding; a row's
+   output does not depend on its batch), measures each trajectory's redundancy, detokenises
+   and lets the task judge every response at once (code tasks run sandboxes in parallel).
+   Its rows carry the ``decode`` columns of :mod:`r2sft.records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, measure_redundancy
+from r2sft.specs import decode_response, render_prompt
+from r2sft.tasks.base import Example, Task
+
+
+class InvalidPromptError(ValueError):
+    """A prompt cannot be decoded (empty, too long for the model, duplicate id)."""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A checked prompt: its position in the task split, example, chat text and token ids."""
+
+    index: int
+    example: Example
+    text: str
+    ids: list[int]
+
+
+def model_max_length(model: Any) -> int | None:
+    """Longest sequence the model allows (its config's max positions), None if unbounded."""
+    for key in ("max_sequence_length", "max_position_embeddings", "n_positions"):
+        value = getattr(getattr(model, "config", None), key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def prepare_prompts(
+    task: Task,
+    examples: Sequence[Example],
+    tokenizer: Any,
+    gen_length: int,
+    max_length: int | None,
+    max_prompt_tokens: int | None = None,
+    skip_invalid: bool = False,
+) -> tuple[list[PromptItem], list[dict[str, str]]]:
+    """Chat-render and tokenise each example; return the valid ones and the invalid ones
+    (id + reason). Without ``skip_invalid`` any invalid prompt raises, before any decoding.
+
+    A prompt is invalid when its question is empty or not text, or when prompt plus the
+    ``gen_length`` canvas exceed ``max_length`` (the model's positions) or the prompt
+    exceeds ``max_prompt_tokens``. Duplicate ids always raise (they key resume/selection).
+    """
+    limit = max_prompt_tokens
+    if max_length is not None:
+        room = max_length - gen_length
+        if room < 1:
+            raise InvalidPromptError(
+                f"the canvas of gen_length {gen_length} leaves no room for a prompt in the "
+                f"model's {max_length} positions; choose a smaller --gen_length."
+            )
+        limit = room if limit is None else min(limit, room)
+    items, invalid, seen = [], [], set()
+    for index, example in enumerate(examples):
+        if example.id in seen:
+            raise InvalidPromptError(
+                f"task {task.name!r} gives prompt id {example.id!r} twice; ids must be unique "
+                "(they key resumption and selection). Fix the data file."
+            )
+        seen.add(example.id)
+        reason = None
+        if not isinstance(example.question, str) or not example.question.strip():
+            reason = "empty prompt (blank or non-text question)"
+        else:
+            text = render_prompt(tokenizer, task.user_message(example))
+            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if limit is not None and len(ids) > limit:
+                bounds = [f"the model's {max_length} positions minus gen_length {gen_length}"]
+                if max_prompt_tokens is not None:
+                    bounds.append(f"--max_prompt_tokens {max_prompt_tokens}")
+                reason = f"prompt has {len(ids)} tokens, more than the {limit} allowed by " + (
+                    " and ".join(bounds) if max_length is not None else bounds[-1]
+                )
+        if reason is not None:
+            invalid.append({"prompt_id": example.id, "reason": reason})
+            continue
+        items.append(PromptItem(index, example, text, ids))
+    if invalid and not skip_invalid:
+        shown = "; ".join(f"{bad['prompt_id']}: {bad['reason']}" for bad in invalid[:5])
+        raise InvalidPromptError(
+            f"{len(invalid)} invalid prompt(s) in task {task.name!r}: {shown}. Fix the data, "
+            "shorten prompts / gen_length, or pass --skip_invalid."
+        )
+    return items, invalid
+
+
+def decode_and_score(
+    model: Any,
+    spec: Any,
+    tokenizer: Any,
+    task: Task,
+    items: Sequence[PromptItem],
+    decoder: DecoderConfig,
+    seeds: Sequence[int],
+    batch_size: int,
+    redundancy_config: RedundancyConfig | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Decode ``items[i]`` with seed ``seeds[i]``, measure, detokenise and score it.
+
+    Args:
+        model, spec, tokenizer: the loaded model (``r2sft.specs.LoadedModel``'s parts).
+        task: judges the responses (``is_correct_batch``).
+        items: checked prompts (:func:`prepare_prompts`).
+        decoder: the decoder of every row (its trace is always recorded: R_total needs it).
+        seeds: one seed per item (Gumbel noise, random token clusters).
+        batch_size: rows per forward batch.
+        redundancy_config: R_s / R_t settings (None: the defaults).
+        on_batch: called with the number of rows after each decoded batch (progress bars).
+
+    Returns:
+        One dict per item, in the order of ``items``, with the ``decode`` columns of
+        :mod:`r2sft.records` (response, response_ids, step_map, rule_map, nfe, scores,
+        correct).
+    """
+    if len(seeds) != len(items):
+        raise ValueError(f"decode_and_score got {len(seeds)} seeds for {len(items)} prompts")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if decoder.record_trace is False:
+        decoder = DecoderConfig(**{**decoder.to_dict(), "record_trace": True})
+    redundancy_config = redundancy_config or RedundancyConfig()
+    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+    rows: list[dict[str, Any]] = [{} for _ in items]
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        result = generate(model, spec, [items[i].ids for i in batch], decoder,
+                          seeds=[seeds[i] for i in batch])  # fmt: skip
+        scores = measure_redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
+        tokens, nfe = result.tokens.tolist(), result.nfe.tolist()
+        step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
+        score_lists = {
+            name: getattr(scores, name).tolist()
+            for name in ("r_s", "r_t", "r_total", "r_total_per_token", "response_length")
+        }
+        for position, i in enumerate(batch):
+            rows[i] = {
+                "response": decode_response(tokenizer, spec, tokens[position]),
+                "response_ids": tokens[position],
+                "step_map": step_map[position],
+                "rule_map": rule_map[position],
+                "nfe": int(nfe[position]),
+                "response_length": int(score_lists["response_length"][position]),
+                **{name: float(score_lists[name][position])
+                   for name in ("r_s", "r_t", "r_total", "r_total_per_token")},
+            }  # fmt: skip
+        if on_batch is not None:
+            on_batch(len(batch))
+    verdicts = task.is_correct_batch(
+        [item.example for item in items], [row["response"] for row in rows]
+    )
+    for row, verdict in zip(rows, verdicts, strict=True):
+        row["correct"] = bool(verdict)
+    return rows
