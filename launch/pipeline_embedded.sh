@@ -13,7 +13,9 @@ out="${R2SFT_OUTPUT:-outputs}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 
 accelerate launch --num_processes 1 collect.py --output_dir "$out/collect"
-accelerate launch --num_processes 1 train.py --data_dir "$out/collect" --output_dir "$out/train"
+# A re-run retrains from the same (resumed, already complete) collection: start train over.
+accelerate launch --num_processes 1 train.py --data_dir "$out/collect" --output_dir "$out/train" \
+    --overwrite_output_dir true
 for decoder in threshold r2; do
     python -m r2sft.evaluate --model "$out/train/final" --decoder "$decoder" \
         --output "$out/eval_final_$decoder.json"
