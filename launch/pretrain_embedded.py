@@ -18,10 +18,11 @@ true`` continues from there.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2sft.config import parse_config
+from r2sft.config import parse_config, run_main
 from r2sft.embedded.pretrain import PretrainConfig, pretrain
 from r2sft.paths import REPO_ROOT
 
@@ -32,11 +33,12 @@ class LaunchConfig(PretrainConfig):
     resume: bool = False
 
 
-def main() -> None:
-    config = parse_config(LaunchConfig)
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = parse_config(LaunchConfig, args=argv)
     fields = {k: v for k, v in vars(config).items() if k not in ("out", "resume")}
     pretrain(PretrainConfig(**fields), Path(config.out), resume=config.resume)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,6 +9,7 @@ CPU cores. The objective is the same LLaDA SFT loss the fine-tuning pipeline use
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +25,8 @@ from r2sft.embedded.tokenizer import EOT_TOKEN, build_tokenizer, save_tokenizer
 from r2sft.modeling import LLaDAConfig, LLaDAModelLM
 from r2sft.paths import EMBEDDED_GEN_LENGTH
 from r2sft.training.objectives import llada_loss, llada_mask
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,7 +148,8 @@ def pretrain(config: PretrainConfig, out_dir: Path, resume: bool = False) -> LLa
     if resume and (checkpoint_dir / "training_state.pt").exists():
         start_step = _resume(model, optimizer, noise, checkpoint_dir)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"embedded model: {num_params / 1e6:.2f}M parameters, starting at step {start_step}")
+    logger.info("embedded model: %.2fM parameters, starting at step %d", num_params / 1e6,
+                start_step)  # fmt: skip
 
     # Skipping consumed batches keeps a resumed run on the same data as an unbroken one.
     batches = iter_batches(
@@ -174,13 +178,9 @@ def pretrain(config: PretrainConfig, out_dir: Path, resume: bool = False) -> LLa
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if (step + 1) % config.log_every == 0:
             elapsed = time.time() - started
-            print(
-                json.dumps(
-                    {"step": step + 1, "loss": round(running, 4), "lr": group["lr"],
-                     "elapsed_s": round(elapsed, 1)}
-                ),
-                flush=True,
-            )  # fmt: skip
+            record = {"step": step + 1, "loss": round(running, 4), "lr": group["lr"],
+                      "elapsed_s": round(elapsed, 1)}  # fmt: skip
+            logger.info(json.dumps(record))
         # Also at a stop_step on the grid: a stopped run can be resumed (even with a longer
         # schedule) exactly where it stopped.
         if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
