@@ -24,6 +24,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from r2sft.modeling.configuration_llada import LLaDAConfig
+from r2sft.modeling.layers import (
+    BlockModules,
+    RMSNorm,
+    block_forward,
+    padding_position_ids,
+    rope_cos_sin,
+    sdpa_padding_mask,
+)
 
 try:  # transformers >= 5: init functions that skip tensors already loaded from a checkpoint.
     from transformers import initialization as _init
@@ -32,53 +40,6 @@ except ImportError:  # transformers 4.x guards per module (`_is_hf_initialized`)
 
 # Keyword arguments callers such as the HF Trainer pass that carry no meaning for this model.
 _IGNORED_FORWARD_KWARGS = frozenset({"num_items_in_batch", "return_dict", "output_attentions"})
-
-
-class LLaDARMSNorm(nn.Module):
-    """RMSNorm as LLaDA computes it: normalise in fp32, cast back, then scale (and shift)."""
-
-    def __init__(self, size: int, eps: float, affine: bool = True, bias: bool = False) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(size)) if affine and bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = x.float()
-        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(in_dtype)
-        if self.weight is None:
-            return x
-        x = self.weight * x
-        return x + self.bias if self.bias is not None else x
-
-
-def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables of shape (B, 1, L, head_dim) for half-split RoPE.
-
-    Computed per forward from the positions (a few KB) rather than cached in a buffer, so no
-    buffer needs initialising after meta-device loading and any position ids work.
-    """
-    inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
-    )
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, L, head_dim / 2)
-    angles = torch.cat((freqs, freqs), dim=-1)[:, None]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, L, D) queries or keys; math in the tables' dtype, result in x's dtype."""
-    x_rot = x.to(cos.dtype)
-    return ((x_rot * cos) + (_rotate_half(x_rot) * sin)).to(x.dtype)
 
 
 class LLaDALlamaBlock(GradientCheckpointingLayer):
@@ -104,8 +65,8 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         )
         hidden = config.ffn_hidden_size
 
-        def norm() -> LLaDARMSNorm:
-            return LLaDARMSNorm(
+        def norm() -> RMSNorm:
+            return RMSNorm(
                 config.d_model, config.rms_norm_eps, config.layer_norm_with_affine, norm_bias
             )
 
@@ -127,34 +88,14 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        batch, length, width = hidden_states.shape
-        normed = self.attn_norm(hidden_states)
-        q = self.q_proj(normed).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(normed).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        enable_gqa = self.n_kv_heads != self.n_heads
-        if enable_gqa and attention_mask is not None:
-            # SDPA's native GQA runs on the flash kernel, which takes no mask; with a mask it
-            # would fall back to the slow math kernel, so share the KV heads explicitly.
-            repeats = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
-            enable_gqa = False
-        attn = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attention_mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-            is_causal=False,  # masked diffusion: every position sees every real position
-            enable_gqa=enable_gqa,
-        )
-        attn = attn.transpose(1, 2).reshape(batch, length, width)
-        hidden_states = hidden_states + self.dropout(self.attn_out(attn))
-
-        normed = self.ff_norm(hidden_states)
-        mlp = self.ff_out(F.silu(self.ff_proj(normed)) * self.up_proj(normed))
-        return hidden_states + self.dropout(mlp)
+        # The view is built per call: peft swaps the projections for LoRA layers after init.
+        modules = BlockModules(
+            self.attn_norm, self.q_proj, self.k_proj, self.v_proj, self.attn_out,
+            self.ff_norm, self.ff_proj, self.up_proj, self.ff_out, self.dropout,
+        )  # fmt: skip
+        dropout = self.attention_dropout if self.training else 0.0
+        return block_forward(modules, hidden_states, cos, sin, attention_mask, self.n_heads,
+                             self.n_kv_heads, dropout)  # fmt: skip
 
 
 class LLaDAModel(nn.Module):
@@ -168,7 +109,7 @@ class LLaDAModel(nn.Module):
             {
                 "wte": nn.Embedding(config.padded_vocab_size, config.d_model),
                 "emb_drop": nn.Dropout(config.embedding_dropout),
-                "ln_f": LLaDARMSNorm(
+                "ln_f": RMSNorm(
                     config.d_model,
                     config.rms_norm_eps,
                     config.layer_norm_with_affine,
@@ -185,24 +126,6 @@ class LLaDAModel(nn.Module):
             self.transformer["ff_out"] = nn.Linear(
                 config.d_model, config.padded_vocab_size, bias=config.include_bias
             )
-
-
-def _attention_mask_for_sdpa(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Turn a (B, L) padding mask (1 = real token) into a (B, 1, 1, L) boolean SDPA mask.
-
-    A 4-D mask (boolean, or additive float) is passed through unchanged. A row with no real
-    token at all attends everywhere instead of producing NaNs (SDPA on an all-False row).
-    """
-    if attention_mask.dim() == 4:
-        return attention_mask
-    if attention_mask.dim() != 2:
-        raise ValueError(
-            "attention_mask must be (batch, length) or 4-D, got shape "
-            f"{tuple(attention_mask.shape)}"
-        )
-    keep = attention_mask.bool()
-    keep = keep | ~keep.any(dim=-1, keepdim=True)
-    return keep[:, None, None, :]
 
 
 class LLaDAModelLM(PreTrainedModel):
@@ -238,7 +161,7 @@ class LLaDAModelLM(PreTrainedModel):
                 _init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             _init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, LLaDARMSNorm):
+        elif isinstance(module, RMSNorm):
             if module.weight is not None:
                 _init.ones_(module.weight)
             if module.bias is not None:
@@ -301,13 +224,10 @@ class LLaDAModelLM(PreTrainedModel):
         batch, length = hidden.shape[:2]
 
         if position_ids is None:
-            if attention_mask is not None and attention_mask.dim() == 2:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            else:
-                position_ids = torch.arange(length, device=hidden.device).expand(batch, length)
+            position_ids = padding_position_ids(attention_mask, batch, length, hidden.device)
         rope_dtype = torch.float32 if config.rope_full_precision else hidden.dtype
         cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, rope_dtype)
-        sdpa_mask = None if attention_mask is None else _attention_mask_for_sdpa(attention_mask)
+        sdpa_mask = None if attention_mask is None else sdpa_padding_mask(attention_mask)
 
         all_hidden = [] if output_hidden_states else None
         for block in body.blocks:
