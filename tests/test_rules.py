@@ -1,5 +1,6 @@
 """Each commit rule on hand-built confidences whose outcome follows from method.md §1-2."""
 
+import dataclasses
 import math
 
 import pytest
@@ -219,3 +220,70 @@ def test_commit_step_r2_rules_see_only_what_earlier_rules_left_open():
     assert rule.tolist() == [[1, 1, 1, 0, 0, 0, 0, 1]] and new_state is None
     with pytest.raises(ValueError, match="TemporalState"):
         commit_step(cand, conf, masked, DecoderConfig(gen_length=8, block_length=8, r2=True))
+
+
+def test_official_factor_rule_commits_the_last_mask_when_only_it_fails():
+    # sorted 0.99, 0.9, 0.8, 0.5 with f = 1: the official test c_n >= 1 - 1/(n + 1) reads
+    # 0.99 >= 0.5, 0.9 >= 0.667, 0.8 >= 0.75 pass and 0.5 >= 0.8 fails; only the last of the
+    # four fails, so the official rule commits all four where the paper's commits three.
+    conf = rows([0.8, 0.5, 0.99, 0.9])
+    masked = mask([T, T, T, T])
+    assert factor_commit(conf, masked, 1.0, "paper").tolist() == [[T, F_, T, T]]
+    assert factor_commit(conf, masked, 1.0, "official").tolist() == [[T, T, T, T]]
+    # f = 0.5: the third fails too, so both rules stop after two.
+    for rule in ("paper", "official"):
+        assert factor_commit(conf, masked, 0.5, rule).tolist() == [[F_, F_, T, T]]
+    # Two masks left: the first always commits and "only the last fails" -> both commit.
+    pair = mask([T, T, F_, F_])
+    low = rows([0.3, 0.2, 0.99, 0.99])
+    assert factor_commit(low, pair, 1.0, "paper").tolist() == [[T, F_, F_, F_]]
+    assert factor_commit(low, pair, 1.0, "official").tolist() == [[T, T, F_, F_]]
+    # Equality passes the official test ((n + 1)(1 - c_n) == f), not the paper's (< f).
+    tie = rows([0.75, 0.75, 0.75, 0.2])  # n = 3: 4 * 0.25 = 1.0; the last (0.2) fails
+    assert factor_commit(tie, masked, 1.0, "paper").tolist() == [[T, T, F_, F_]]
+    assert factor_commit(tie, masked, 1.0, "official").tolist() == [[T, T, T, T]]
+    with pytest.raises(ValueError, match="factor rule"):
+        factor_commit(conf, masked, 1.0, "loose")
+
+
+def test_commit_step_factor_rule_and_window_zero_turning_the_token_cluster_off():
+    conf = rows([0.8, 0.5, 0.99, 0.9])
+    cand = torch.tensor([[3, 4, 5, 6]])
+    masked = mask([T, T, T, T])
+    official = DecoderConfig(gen_length=4, block_length=4, policy="factor", factor_rule="official")
+    assert commit_step(cand, conf, masked, official)[0].tolist() == [[1, 1, 1, 1]]
+    # Baseline (threshold 0.99) commits the best, 3. Windows of 2 over 0-2 average below
+    # tau_s 0.8; the run 7,7,7 peaks at 0.85 > 0.8, so the token cluster commits position 0,
+    # unless window = 0, which (as in the official code) turns the token cluster off too.
+    cand, conf = torch.tensor([[7, 7, 7, 3]]), rows([0.85, 0.6, 0.5, 0.95])
+    on = DecoderConfig(gen_length=4, block_length=4, r2=True, threshold=0.99, temporal_k=0,
+                       window=2, tau_s=0.8)  # fmt: skip
+    off = dataclasses.replace(on, window=0)
+    K = int(CommitRule.TOKEN_CLUSTER)
+    assert commit_step(cand, conf, masked, on)[0].tolist() == [[K, 0, 0, 1]]
+    assert commit_step(cand, conf, masked, off)[0].tolist() == [[0, 0, 0, 1]]
+
+
+def test_token_cluster_ranks_by_the_given_cluster_confidences():
+    # The official token cluster ranks an fp32 softmax. Near 1 those values are not the fp32
+    # rounding of the exact confidences: here both exact values round to 1.0 (a tie: the
+    # first position wins), while the fp32 softmax gave the second the higher value.
+    cand = torch.tensor([[9, 9, 2]])
+    conf = rows([1 - 2e-8, 1 - 1e-8, 0.1])
+    softmax32 = torch.tensor([[0.99999994, 1.0, 0.1]], dtype=torch.float32)
+    masked = mask([T, T, T])
+    assert token_cluster_commit(cand, conf, masked, 0.8).tolist() == [[T, F_, F_]]
+    assert token_cluster_commit(cand, softmax32, masked, 0.8).tolist() == [[F_, T, F_]]
+    # In commit_step: the baseline (threshold 1.0) commits 4, the best; no window of 3
+    # averages 0.8 (the 0.05 at 2 pulls each down); the run 1-3 of token 9 commits one
+    # position, ranked by cluster_conf when given.
+    cand = torch.tensor([[2, 9, 9, 9, 5]])
+    conf = rows([0.5, 1 - 2e-8, 0.05, 1 - 1e-8, 1 - 1e-9])
+    softmax32 = torch.tensor([[0.5, 0.99999994, 0.05, 1.0, 1.0]], dtype=torch.float32)
+    masked = mask([F_, T, T, T, T])
+    config = DecoderConfig(gen_length=5, block_length=5, r2=True, threshold=1.0, temporal_k=0,
+                           window=3, tau_s=0.8, u_max=1)  # fmt: skip
+    K = int(CommitRule.TOKEN_CLUSTER)
+    assert commit_step(cand, conf, masked, config)[0].tolist() == [[0, K, 0, 0, 1]]
+    rule, _ = commit_step(cand, conf, masked, config, cluster_conf=softmax32)
+    assert rule.tolist() == [[0, 0, 0, K, 1]]

@@ -20,6 +20,8 @@ from typing import Any, Literal
 Policy = Literal["fixed", "threshold", "factor"]
 TokenClusterMode = Literal["confidence", "mid", "random", "none"]
 TemporalAgg = Literal["last", "ave", "max"]
+FactorRule = Literal["paper", "official"]
+CacheMode = Literal["none", "prefix", "dual"]
 DECODER_NAMES = ("fixed", "threshold", "factor", "r2")
 
 
@@ -37,8 +39,12 @@ class DecoderConfig:
             token per step); must be a multiple of gen_length / block_length.
         threshold: confidence threshold tau of the threshold policy.
         factor: f of the factor policy.
+        factor_rule: "paper" commits the largest top-n passing the test; "official" is the
+            official code's variant, which also commits the last mask when only that one
+            fails (so a block of two masks always commits both).
         r2: apply the R² rules after the baseline rule in every forward.
-        window: confidence-cluster window w (0 disables the confidence cluster).
+        window: confidence-cluster window w (0 disables the confidence cluster and, as in
+            the official code, the token cluster).
         tau_s: spatial threshold: confidence-cluster window mean (>=) and token-cluster
             maximum (>).
         u_max: most already-committed tokens a qualifying window may hold.
@@ -49,6 +55,13 @@ class DecoderConfig:
         temperature: 0 decodes greedily; > 0 samples candidates with Gumbel noise drawn from
             the row's own seeded generator (reproducible, batch-independent).
         record_trace: keep the per-forward top-1 token and confidence of the active block.
+        cache: KV cache of the forwards inside a block: "none" (every forward runs the whole
+            canvas), "prefix" (Fast-dLLM's prefix cache: the block and everything after it
+            are recomputed against the cached prompt and earlier blocks) or "dual" (Fast-dLLM's
+            dual cache: only the block is recomputed, against the cached prefix and suffix).
+            The cache is filled by a full forward at each block's start (one NFE).
+        cache_refresh: with a cache, also refill it by a full forward every this many
+            forwards within a block (0: only at the block's start).
     """
 
     gen_length: int = 256
@@ -57,6 +70,7 @@ class DecoderConfig:
     steps: int | None = None
     threshold: float = 0.9
     factor: float = 1.0
+    factor_rule: FactorRule = "paper"
     r2: bool = False
     window: int = 3
     tau_s: float = 0.8
@@ -67,6 +81,8 @@ class DecoderConfig:
     temporal_agg: TemporalAgg = "last"
     temperature: float = 0.0
     record_trace: bool = True
+    cache: CacheMode = "none"
+    cache_refresh: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -109,6 +125,12 @@ class DecoderConfig:
                 raise ValueError(f"{name} {value} is a confidence: choose a value in [0, 1].")
         if self.factor <= 0:
             raise ValueError(f"factor {self.factor} must be > 0.")
+        if self.factor_rule not in ("paper", "official"):
+            raise ValueError(f"factor_rule {self.factor_rule!r} must be paper or official.")
+        if self.cache not in ("none", "prefix", "dual"):
+            raise ValueError(f"cache {self.cache!r} must be none, prefix or dual.")
+        if self.cache_refresh < 0:
+            raise ValueError(f"cache_refresh {self.cache_refresh} must be >= 0.")
 
     @property
     def num_blocks(self) -> int:
@@ -176,6 +198,10 @@ class DecoderArgs:
     steps: int | None = field(default=None, metadata=_help("fixed policy: total steps."))
     threshold: float | None = field(default=None, metadata=_help("threshold policy tau."))
     factor: float | None = field(default=None, metadata=_help("factor policy f."))
+    factor_rule: FactorRule | None = field(
+        default=None, metadata=_help("factor policy: paper | official (commits the last mask "
+                                     "too when only it fails).")
+    )  # fmt: skip
     r2: bool | None = field(default=None, metadata=_help("apply the R² rules."))
     window: int | None = field(default=None, metadata=_help("R² confidence-cluster window."))
     tau_s: float | None = field(default=None, metadata=_help("R² spatial threshold."))
@@ -191,6 +217,13 @@ class DecoderArgs:
     temperature: float | None = field(
         default=None, metadata=_help("Gumbel sampling temperature (0: greedy).")
     )
+    cache: CacheMode | None = field(
+        default=None, metadata=_help("KV cache inside a block: none | prefix | dual.")
+    )
+    cache_refresh: int | None = field(
+        default=None, metadata=_help("refill the KV cache every N forwards of a block (0: at "
+                                     "block start only).")
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.check_decoder_args()
@@ -209,7 +242,7 @@ class DecoderArgs:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} must be >= 1.")
-        for name in ("window", "u_max", "temporal_k"):
+        for name in ("window", "u_max", "temporal_k", "cache_refresh"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} {value} must be >= 0.")
@@ -217,6 +250,10 @@ class DecoderArgs:
             raise ValueError(f"--factor {self.factor} must be > 0.")
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"--temperature {self.temperature} must be >= 0.")
+        if self.factor_rule is not None and self.factor_rule not in ("paper", "official"):
+            raise ValueError(f"--factor_rule {self.factor_rule!r} must be paper or official.")
+        if self.cache is not None and self.cache not in ("none", "prefix", "dual"):
+            raise ValueError(f"--cache {self.cache!r} must be none, prefix or dual.")
 
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""

@@ -68,18 +68,32 @@ def threshold_commit(conf: torch.Tensor, masked: torch.Tensor, threshold: float)
     return masked & (is_best | (conf >= threshold))
 
 
-def factor_commit(conf: torch.Tensor, masked: torch.Tensor, factor: float) -> torch.Tensor:
+def factor_commit(
+    conf: torch.Tensor, masked: torch.Tensor, factor: float, rule: str = "paper"
+) -> torch.Tensor:
     """Fast-dLLM factor: the largest top-n with ``(n + 1) * (1 - c_n) < factor``, at least one.
 
     ``(n + 1) * (1 - c_n)`` grows with n for descending c_n, so the qualifying n form a
-    prefix; the cumulative product keeps it a prefix under rounding too. The official code
-    also commits the n-th token when only that last one fails; we follow the stated rule.
+    prefix; the cumulative product keeps it a prefix under rounding too.
+
+    ``rule="official"`` is the official code's variant: the test reads
+    ``c_n >= 1 - factor / (n + 1)`` (equality passes), and when every mask but the last
+    passes, the last one commits too (a block with two masks left commits both).
     """
     scores = conf.masked_fill(~masked, float("-inf"))
     ordered = scores.sort(dim=-1, descending=True, stable=True).values
     n = torch.arange(1, conf.shape[-1] + 1, device=conf.device, dtype=conf.dtype)
-    passes = ((n + 1) * (1 - ordered) < factor) & torch.isfinite(ordered)
+    if rule == "paper":
+        passes = (n + 1) * (1 - ordered) < factor
+    elif rule == "official":
+        passes = ordered >= 1 - factor / (n + 1)
+    else:
+        raise ValueError(f"factor rule {rule!r} must be paper or official")
+    passes = passes & torch.isfinite(ordered)
     count = passes.long().cumprod(dim=-1).sum(dim=-1).clamp(min=1)
+    if rule == "official":
+        open_count = masked.sum(dim=-1)
+        count = torch.where(count == open_count - 1, open_count, count)
     return masked & (_rank_descending(conf, masked) < count.unsqueeze(-1))
 
 
@@ -255,6 +269,12 @@ def temporal_commit(
     return TemporalState(token, count, conf_sum, conf_max), commit
 
 
+def token_cluster_enabled(config: DecoderConfig) -> bool:
+    """Whether the R² token cluster runs: a mode is set and, as in the official code, the
+    confidence-cluster window is too."""
+    return config.r2 and config.token_cluster_mode != "none" and config.window > 0
+
+
 def commit_step(
     cand: torch.Tensor,
     conf: torch.Tensor,
@@ -264,13 +284,14 @@ def commit_step(
     num_tokens: torch.Tensor | None = None,
     temporal: TemporalState | None = None,
     uniform: torch.Tensor | None = None,
+    cluster_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, TemporalState | None]:
     """Which positions of the active block one forward commits, and by which rule.
 
     The baseline policy of ``config`` runs first; with ``config.r2`` the R² rules follow in
     the official order, each on the positions the rules before it left masked: confidence
     cluster, token cluster, temporal finalisation. A position keeps the first rule that
-    committed it.
+    committed it. As in the official code, ``window = 0`` turns off the token cluster too.
 
     Args:
         cand, conf, masked: ``[N, L]`` candidate tokens, their confidences and the open
@@ -280,6 +301,9 @@ def commit_step(
         temporal: the rows' temporal streaks; required when the temporal rule runs
             (``config.r2`` and ``temporal_k > 0``), ignored otherwise.
         uniform: ``[N, L + 1]`` draws in [0, 1) for ``token_cluster_mode="random"``.
+        cluster_conf: the confidences the token cluster tests against tau_s and ranks by
+            (default ``conf``). The sampler passes the fp32 softmax the official code uses
+            there: near 1 it rounds to ties, and the official choice is the first of them.
 
     Returns:
         ``rule``: ``[N, L]`` int8 :class:`CommitRule` per position (0: stays masked), and
@@ -293,7 +317,7 @@ def commit_step(
     elif config.policy == "threshold":
         committed = threshold_commit(conf, masked, config.threshold)
     else:
-        committed = factor_commit(conf, masked, config.factor)
+        committed = factor_commit(conf, masked, config.factor, config.factor_rule)
     rule = torch.where(committed, int(CommitRule.BASELINE), 0).to(torch.int8)
     if not config.r2:
         return rule, None
@@ -303,10 +327,11 @@ def commit_step(
     )
     rule = torch.where(cluster, int(CommitRule.CONFIDENCE_CLUSTER), rule).to(torch.int8)
     open_positions = open_positions & ~cluster
-    if config.token_cluster_mode != "none":
+    if token_cluster_enabled(config):
         runs = token_cluster_commit(
-            cand, conf, open_positions, config.tau_s, config.token_cluster_mode, uniform
-        )
+            cand, conf if cluster_conf is None else cluster_conf, open_positions, config.tau_s,
+            config.token_cluster_mode, uniform,
+        )  # fmt: skip
         rule = torch.where(runs, int(CommitRule.TOKEN_CLUSTER), rule).to(torch.int8)
         open_positions = open_positions & ~runs
     if config.temporal_k <= 0:

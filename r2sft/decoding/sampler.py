@@ -3,9 +3,19 @@
 Prompts of different lengths are left-padded into one canvas ``[pad | prompt | MASK x G]``
 with an attention mask, so every row's generated region sits at the same columns. Each
 row moves through its own blocks and leaves the forward batch as soon as its canvas is
-full; the only host sync per forward is reading which rows are still running. Why not a
-library: transformers' ``generate`` is autoregressive, and the public dLLM samplers
-(LLaDA, Fast-dLLM, R²-dLLM) are batch-size-1 loops with a sync per position.
+full; the only host sync per forward is reading which rows are still running (and, with
+a KV cache, which ones open a block). Why not a library: transformers' ``generate`` is
+autoregressive, and the public dLLM samplers (LLaDA, Fast-dLLM, R²-dLLM) are batch-size-1
+loops with a sync per position; their cached samplers need equal prompt lengths or break on
+batches.
+
+Logits come from :func:`r2sft.modeling.forward.predict_logits`, for the active block's
+positions only. With ``config.cache`` (prefix / dual) every row's forward that opens a block
+(or refreshes, ``cache_refresh``) is a full forward that fills the row's KV cache; the
+row's other forwards compute only its block (dual) or its block and what follows (prefix)
+against that cache. Rows in different blocks share a step: the step runs one full forward
+for the rows that open a block and one cached forward for the others; each counts as one
+NFE of its rows.
 """
 
 from __future__ import annotations
@@ -16,8 +26,15 @@ from typing import Any, Protocol
 import torch
 
 from r2sft.decoding.config import DecoderConfig
-from r2sft.decoding.rules import TemporalState, chosen_confidence, commit_step
+from r2sft.decoding.rules import (
+    TemporalState,
+    chosen_confidence,
+    commit_step,
+    token_cluster_enabled,
+)
 from r2sft.decoding.trace import DecodeResult, Trace
+from r2sft.modeling.forward import CacheUse, check_cache_support, predict_logits
+from r2sft.modeling.layers import KVCache
 
 
 class DecodeSpec(Protocol):
@@ -58,8 +75,10 @@ def generate(
     """Decode ``gen_length`` tokens after each prompt.
 
     Args:
-        model: callable ``model(input_ids, attention_mask=...)`` returning an object with
-            ``.logits`` of shape ``[B, T, V]`` (a bidirectional masked-diffusion LM).
+        model: callable ``model(input_ids=..., attention_mask=...)`` returning an object with
+            ``.logits`` of shape ``[B, T, V]`` (a bidirectional masked-diffusion LM); r2sft's
+            model classes also get ``output_positions`` and, for ``config.cache``, a KV cache
+            (:mod:`r2sft.modeling.forward`).
         spec: supplies ``mask_token_id``, ``pad_token_id`` and ``shifted_logits``.
         prompts: token ids per prompt (chat template already applied), any lengths.
         config: the decoder settings.
@@ -71,6 +90,7 @@ def generate(
         A :class:`DecodeResult` with one row per prompt, on CPU.
     """
     config.validate()
+    check_cache_support(model, config.cache)
     if len(prompts) == 0:
         raise ValueError("generate() got no prompts")
     if any(len(prompt) == 0 for prompt in prompts):
@@ -100,8 +120,9 @@ def _candidates(
     generators: list[torch.Generator] | None,
     rows: list[int],
     mask_id: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate token and its fp32 probability per position ([n, L, V] -> [n, L] x2).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Candidate token and its probability per position ([n, L, V] -> [n, L] x2), and the
+    fp32-softmax probability the token cluster ranks by (None when it does not run).
 
     The probability is the softmax over the whole vocabulary (mask token included), as in
     the official rules; only the choice of candidate skips the mask token.
@@ -123,7 +144,47 @@ def _candidates(
             noisy = logits[index].double() + config.temperature * gumbel
             picks.append(_best_non_mask(noisy, mask_id))
         cand = torch.stack(picks)
-    return cand, chosen_confidence(logits, cand)
+    cluster_conf = None
+    if token_cluster_enabled(config) and config.token_cluster_mode == "confidence":
+        # The official token cluster ranks an fp32 softmax, whose values near 1 tie.
+        cluster_conf = logits.softmax(dim=-1).gather(-1, cand.unsqueeze(-1)).squeeze(-1)
+    return cand, chosen_confidence(logits, cand), cluster_conf
+
+
+def _block_logits(
+    model: Any,
+    spec: DecodeSpec,
+    canvas: torch.Tensor,
+    attention: torch.Tensor,
+    columns: torch.Tensor,
+    cache: KVCache | None,
+    mode: str,
+    opening: list[bool],
+    first_columns: list[int],
+) -> torch.Tensor:
+    """Logits ``[n, L, V]`` of the running rows at their block's columns: one forward, or,
+    with a cache, a full forward for the ``opening`` rows and a cached one for the rest."""
+    if cache is None:
+        return predict_logits(model, spec, canvas, attention, columns)
+    if all(opening):
+        return predict_logits(model, spec, canvas, attention, columns, CacheUse(cache, "fill"))
+    if not any(opening):
+        return predict_logits(model, spec, canvas, attention, columns,
+                              CacheUse(cache, mode, first_columns=first_columns))  # fmt: skip
+    device = canvas.device
+    full = torch.tensor([i for i, flag in enumerate(opening) if flag], device=device)
+    rest = [i for i, flag in enumerate(opening) if not flag]
+    cached = torch.tensor(rest, device=device)
+    full_logits = predict_logits(model, spec, canvas[full], attention[full], columns[full],
+                                 CacheUse(cache, "fill", rows=full))  # fmt: skip
+    cached_logits = predict_logits(
+        model, spec, canvas[cached], attention[cached], columns[cached],
+        CacheUse(cache, mode, rows=cached, first_columns=[first_columns[i] for i in rest]),
+    )  # fmt: skip
+    logits = full_logits.new_empty((len(opening), *full_logits.shape[1:]))
+    logits[full] = full_logits
+    logits[cached] = cached_logits
+    return logits
 
 
 def _generate_batch(
@@ -142,8 +203,7 @@ def _generate_batch(
     canvas = torch.cat([prompt_ids, torch.full((rows, gen), mask_id)], dim=1).to(device)
     attention = torch.cat([prompt_attention, torch.ones(rows, gen, dtype=torch.long)], dim=1)
     attention = attention.to(device)
-    # Shifted-logit models (Dream) predict position i from output row i - 1.
-    first_column = width - int(bool(spec.shifted_logits))
+    cache = KVCache() if config.cache != "none" else None
 
     block_index = torch.zeros(rows, dtype=torch.long, device=device)
     step_in_block = torch.zeros(rows, dtype=torch.long, device=device)
@@ -166,13 +226,19 @@ def _generate_batch(
     per_step, remainder = divmod(block, config.steps_per_block)
 
     running = list(range(rows))
+    # Host copies, refreshed by the step's one sync: each running row's block and whether
+    # its next forward is a full one (block start or cache refresh).
+    host_block = [0] * rows
+    opening = [True] * rows
     while running:
         active = torch.tensor(running, device=device)
-        logits = model(canvas[active], attention_mask=attention[active]).logits
         gen_positions = block_index[active, None] * block + offsets  # [n, L]
-        batch_rows = torch.arange(len(running), device=device)[:, None]
-        block_logits = logits[batch_rows, first_column + gen_positions]  # [n, L, V]
-        cand, conf = _candidates(block_logits, config, generators, running, mask_id)
+        first_columns = [width + host_block[row] * block for row in running]
+        block_logits = _block_logits(
+            model, spec, canvas[active], attention[active], width + gen_positions, cache,
+            config.cache, [opening[row] for row in running], first_columns,
+        )  # fmt: skip
+        cand, conf, cluster_conf = _candidates(block_logits, config, generators, running, mask_id)
         current = canvas[active[:, None], width + gen_positions]
         masked = current == mask_id
 
@@ -190,6 +256,7 @@ def _generate_batch(
             num_tokens=num_tokens,
             temporal=temporal.select(active) if use_temporal else None,
             uniform=uniform,
+            cluster_conf=cluster_conf,
         )  # fmt: skip
         committed = rule > 0
 
@@ -211,12 +278,26 @@ def _generate_batch(
         block_done = (filled != mask_id).all(dim=-1)
         if use_temporal:
             temporal.write(active, state, block_done)
-        step_in_block[active] = torch.where(block_done, 0, step_in_block[active] + 1)
+        new_step = torch.where(block_done, 0, step_in_block[active] + 1)
+        step_in_block[active] = new_step
         new_block = block_index[active] + block_done.long()
         block_index[active] = new_block
-        # The one host sync of the step: which rows still have blocks to fill.
-        still_running = (new_block < num_blocks).tolist()
-        running = [row for row, keep in zip(running, still_running, strict=True) if keep]
+        refill = new_step == 0
+        if config.cache_refresh > 0:
+            refill = new_step % config.cache_refresh == 0
+        # The one host sync of the step: each row's block (rows past the last one are
+        # done) and whether its next forward refills the cache.
+        blocks_now, refills = torch.stack([new_block, refill.long()]).tolist()
+        kept = []
+        for position, (row, row_block, row_refill) in enumerate(
+            zip(running, blocks_now, refills, strict=True)
+        ):
+            host_block[row], opening[row] = row_block, bool(row_refill)
+            if row_block < num_blocks:
+                kept.append(position)
+        if cache is not None and 0 < len(kept) < len(running):
+            cache.keep(torch.tensor(kept, dtype=torch.long, device=device))
+        running = [running[position] for position in kept]
 
     trace = None
     if config.record_trace:

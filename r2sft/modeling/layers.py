@@ -5,11 +5,21 @@ Both released dLLM families are Llama-style: RMSNorm computed in fp32, half-spli
 ("rotate_half") RoPE, multi-head or grouped-query SDPA attention without a causal mask,
 and a SwiGLU MLP ``down(silu(gate(x)) * up(x))``. Each family's block owns its modules under
 its official names (so checkpoints load unchanged) and hands them to :func:`block_forward`.
+
+Decoding with an approximate KV cache (Fast-dLLM's prefix and dual cache) is model-agnostic
+too: a :class:`KVCache` holds every layer's keys and values of a batch of canvases, and one
+forward of a model uses it through a :class:`CacheStep` that the model hands to
+:func:`forward_inputs` (positions and attention mask) and to every :func:`block_forward`
+(``kv_cache=step, layer_index=i``). Why not transformers' ``DynamicCache``: it appends keys
+for autoregressive decoding, while a masked-diffusion block forward replaces a span of a
+bidirectional cache per row (rows sit in different blocks) and attends to the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -138,9 +148,18 @@ def block_forward(
     n_heads: int,
     n_kv_heads: int,
     attention_dropout: float = 0.0,
+    *,
+    kv_cache: CacheStep | None = None,
+    layer_index: int = 0,
 ) -> torch.Tensor:
     """One bidirectional pre-norm block: ``x + o(attn(norm(x)))``, then ``+ down(silu(gate)
-    * up)`` of the second norm; residual dropout on both branches."""
+    * up)`` of the second norm; residual dropout on both branches.
+
+    With ``kv_cache`` (a :class:`CacheStep`) the block's rotated keys and values go through
+    ``kv_cache.update(layer_index, ...)``: stored by a fill step, merged with the cached ones
+    of the other columns by a span step (``attention_mask`` must then be the step's mask,
+    see :func:`forward_inputs`).
+    """
     batch, length, width = hidden_states.shape
     head_dim = modules.q_proj.out_features // n_heads
     normed = modules.attn_norm(hidden_states)
@@ -151,6 +170,8 @@ def block_forward(
     q = apply_rope(heads(modules.q_proj, n_heads), cos, sin)
     k = apply_rope(heads(modules.k_proj, n_kv_heads), cos, sin)
     v = heads(modules.v_proj, n_kv_heads)
+    if kv_cache is not None:
+        k, v = kv_cache.update(layer_index, k, v)
     attn = bidirectional_attention(q, k, v, attention_mask, attention_dropout)
     attn = attn.transpose(1, 2).reshape(batch, length, n_heads * head_dim)
     hidden_states = hidden_states + modules.dropout(modules.o_proj(attn))
@@ -158,3 +179,181 @@ def block_forward(
     normed = modules.mlp_norm(hidden_states)
     mlp = modules.down_proj(F.silu(modules.gate_proj(normed)) * modules.up_proj(normed))
     return hidden_states + modules.dropout(mlp)
+
+
+CacheMode = Literal["fill", "prefix", "dual"]
+
+
+class KVCache:
+    """Every layer's keys (after RoPE) and values for a batch of canvases, row by row.
+
+    Filled by full forwards (:meth:`fill`) and read by span forwards (:meth:`span`) that
+    compute only some columns of each row and take the others from here. Row ``r`` of the
+    cache is row ``r`` of the batch the steps name (``rows``); :meth:`keep` drops finished
+    rows. Stored per layer as ``(rows, kv_heads, length, head_dim)`` tensors, plus the padding
+    mask and RoPE positions of the filled canvases.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.key_mask: torch.Tensor | None = None  # (rows, length) bool, True = real token
+        self.position_ids: torch.Tensor | None = None  # (rows, length)
+
+    @property
+    def filled(self) -> bool:
+        return self.key_mask is not None
+
+    def fill(self, rows: torch.Tensor | None = None) -> CacheStep:
+        """A full forward that (re)computes the whole canvas and stores it: for every row when
+        ``rows`` is None (the cache then takes the batch's size), else for those cache rows
+        (the forward's batch is ``rows``, in that order)."""
+        if rows is not None and not self.filled:
+            raise ValueError("KVCache.fill(rows=...) refills rows of a filled cache; fill it first")
+        return CacheStep(self, "fill", rows)
+
+    def span(
+        self,
+        mode: Literal["prefix", "dual"],
+        starts: Sequence[int],
+        length: int,
+        rows: torch.Tensor | None = None,
+    ) -> CacheStep:
+        """A forward of ``length`` columns per row, from column ``starts[r]`` on (host ints).
+
+        ``"dual"``: the span's keys and values replace the cached ones of its columns and the
+        queries attend to the whole cached canvas (Fast-dLLM's dual cache); the span must lie
+        inside the canvas. ``"prefix"``: the queries attend to the cached columns before
+        ``starts[r]`` and to the span's own keys (Fast-dLLM's prefix cache, which recomputes
+        the block and everything after it); span columns past the canvas end are padding,
+        masked out. The cached keys stay as filled either way.
+        """
+        if not self.filled:
+            raise ValueError("KVCache.span() needs a filled cache: run a fill step first")
+        if mode not in ("prefix", "dual"):
+            raise ValueError(f"KVCache.span mode {mode!r} must be prefix or dual")
+        if len(starts) != (self.key_mask.shape[0] if rows is None else len(rows)):
+            raise ValueError(f"KVCache.span got {len(starts)} starts for its rows")
+        return CacheStep(self, mode, rows, tuple(int(start) for start in starts), length)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only cache rows ``rows`` (in that order): rows that finished decoding leave."""
+        if not self.filled:
+            return
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        self.key_mask = self.key_mask.index_select(0, rows)
+        self.position_ids = self.position_ids.index_select(0, rows)
+
+
+@dataclass(frozen=True)
+class CacheStep:
+    """How one forward uses a :class:`KVCache` (see :meth:`KVCache.fill` / :meth:`KVCache.span`)."""
+
+    cache: KVCache
+    mode: CacheMode
+    rows: torch.Tensor | None
+    starts: tuple[int, ...] = ()
+    length: int = 0
+
+    def _cached(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.rows is None else tensor.index_select(0, self.rows)
+
+    def _columns(self, device: torch.device) -> torch.Tensor:
+        starts = torch.tensor(self.starts, device=device)
+        return starts[:, None] + torch.arange(self.length, device=device)  # (n, span)
+
+    def inputs(
+        self, attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE positions ``(batch, length)`` of this forward's tokens and its SDPA key mask.
+
+        A fill step takes the positions from ``attention_mask`` (:func:`padding_position_ids`)
+        and stores both; a span step reads them from the cache (its ``attention_mask`` is
+        ignored: the canvas's padding was stored by the fill).
+        """
+        cache = self.cache
+        if self.mode == "fill":
+            if attention_mask is not None and attention_mask.dim() != 2:
+                raise ValueError("a KV-cache fill needs a (batch, length) padding mask")
+            keep = (
+                torch.ones(batch, length, dtype=torch.bool, device=device)
+                if attention_mask is None
+                else attention_mask.bool()
+            )
+            positions = padding_position_ids(attention_mask, batch, length, device)
+            if self.rows is None:
+                cache.key_mask, cache.position_ids = keep, positions
+                cache.keys, cache.values = [], []
+            else:
+                cache.key_mask[self.rows] = keep
+                cache.position_ids[self.rows] = positions
+            return positions, sdpa_padding_mask(keep)
+        if length != self.length:
+            raise ValueError(f"a KV-cache span step of {self.length} columns got {length} tokens")
+        total = cache.key_mask.shape[1]
+        columns = self._columns(device)
+        inside = columns < total
+        key_mask = self._cached(cache.key_mask)
+        positions = self._cached(cache.position_ids).gather(1, columns.clamp(max=total - 1))
+        if self.mode == "dual":
+            return positions, sdpa_padding_mask(key_mask)
+        prefix = max(self.starts)
+        before = torch.arange(prefix, device=device) < columns[:, :1]
+        keys = torch.cat([key_mask[:, :prefix] & before, inside], dim=1)
+        return positions, sdpa_padding_mask(keys)
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values layer ``layer`` attends to, given this forward's own."""
+        cache = self.cache
+        if self.mode == "fill":
+            if self.rows is None:
+                if len(cache.keys) != layer:
+                    raise ValueError(f"KVCache fill: layer {layer} out of order")
+                cache.keys.append(k)
+                cache.values.append(v)
+            else:
+                cache.keys[layer][self.rows] = k
+                cache.values[layer][self.rows] = v
+            return k, v
+        cached_k, cached_v = self._cached(cache.keys[layer]), self._cached(cache.values[layer])
+        if self.mode == "dual":
+            # Scattered in place when the step covers every cache row: the span's columns are
+            # recomputed by every forward that reads them, so the cache may hold any values there.
+            index = self._columns(k.device)[:, None, :, None].expand_as(k)
+            return cached_k.scatter_(2, index, k), cached_v.scatter_(2, index, v)
+        prefix = max(self.starts)
+        return (
+            torch.cat([cached_k[:, :, :prefix], k], dim=2),
+            torch.cat([cached_v[:, :, :prefix], v], dim=2),
+        )
+
+
+def forward_inputs(
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    batch: int,
+    length: int,
+    device: torch.device,
+    kv_cache: CacheStep | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """RoPE positions and SDPA mask of one forward: from the cache step when there is one,
+    else ``position_ids`` (default :func:`padding_position_ids`) and the padding mask."""
+    if kv_cache is not None:
+        if position_ids is not None:
+            raise ValueError("position_ids cannot be combined with a KV cache (it keeps them)")
+        return kv_cache.inputs(attention_mask, batch, length, device)
+    if position_ids is None:
+        position_ids = padding_position_ids(attention_mask, batch, length, device)
+    mask = None if attention_mask is None else sdpa_padding_mask(attention_mask)
+    return position_ids, mask
+
+
+def select_positions(hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``positions`` ((B, P) indices) of ``hidden`` (B, L, D), so that the output head
+    runs only where logits are wanted; all rows when ``positions`` is None."""
+    if positions is None:
+        return hidden
+    return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))

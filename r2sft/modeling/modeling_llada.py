@@ -26,11 +26,12 @@ from transformers.modeling_outputs import MaskedLMOutput
 from r2sft.modeling.configuration_llada import LLaDAConfig
 from r2sft.modeling.layers import (
     BlockModules,
+    CacheStep,
     RMSNorm,
     block_forward,
-    padding_position_ids,
+    forward_inputs,
     rope_cos_sin,
-    sdpa_padding_mask,
+    select_positions,
 )
 
 try:  # transformers >= 5: init functions that skip tensors already loaded from a checkpoint.
@@ -87,6 +88,8 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         cos: torch.Tensor,
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        kv_cache: CacheStep | None = None,
+        layer_index: int = 0,
     ) -> torch.Tensor:
         # The view is built per call: peft swaps the projections for LoRA layers after init.
         modules = BlockModules(
@@ -95,7 +98,8 @@ class LLaDALlamaBlock(GradientCheckpointingLayer):
         )  # fmt: skip
         dropout = self.attention_dropout if self.training else 0.0
         return block_forward(modules, hidden_states, cos, sin, attention_mask, self.n_heads,
-                             self.n_kv_heads, dropout)  # fmt: skip
+                             self.n_kv_heads, dropout, kv_cache=kv_cache,
+                             layer_index=layer_index)  # fmt: skip
 
 
 class LLaDAModel(nn.Module):
@@ -146,6 +150,9 @@ class LLaDAModelLM(PreTrainedModel):
     # The labels loss is a plain per-batch mean (no num_items_in_batch): tell the HF Trainer to
     # scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
+    # forward() takes r2sft's decoding arguments kv_cache and output_positions
+    # (r2sft.modeling.forward.predict_logits checks this flag).
+    supports_decode_cache = True
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
@@ -191,6 +198,8 @@ class LLaDAModelLM(PreTrainedModel):
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
         use_cache: bool | None = None,
+        kv_cache: CacheStep | None = None,
+        output_positions: torch.LongTensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput:
         """Bidirectional forward pass.
@@ -203,7 +212,12 @@ class LLaDAModelLM(PreTrainedModel):
                 cross-entropy at labelled positions (no shift: every position predicts itself).
                 Masked-diffusion objectives (1/t weighting) live in ``r2sft.training``.
             output_hidden_states: also return the input of every block and the final normed state.
-            use_cache: accepted for API compatibility; LLaDA keeps no KV cache here.
+            use_cache: accepted for API compatibility; the decoding cache is ``kv_cache``.
+            kv_cache: a :class:`~r2sft.modeling.layers.CacheStep` of r2sft's decoding KV cache:
+                a fill step stores this forward's keys and values, a span step computes only
+                the span's tokens (``input_ids`` holds just them) against the cached rest.
+            output_positions: (B, P) indices of the rows of this forward's output to compute
+                logits for (the output head runs only there); logits are then (B, P, V).
         """
         unknown = set(kwargs) - _IGNORED_FORWARD_KWARGS
         if unknown:
@@ -211,7 +225,12 @@ class LLaDAModelLM(PreTrainedModel):
         if kwargs.get("output_attentions"):
             raise ValueError("LLaDAModelLM does not return attention weights (it uses SDPA).")
         if use_cache:
-            raise ValueError("LLaDAModelLM has no KV cache; call it with use_cache=False/None.")
+            raise ValueError(
+                "LLaDAModelLM has no transformers KV cache (use_cache); decoding caches go "
+                "through kv_cache= (r2sft.modeling.layers.KVCache)."
+            )
+        if labels is not None and output_positions is not None:
+            raise ValueError("labels need logits at every position; drop output_positions.")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         config = self.config
@@ -223,18 +242,18 @@ class LLaDAModelLM(PreTrainedModel):
         hidden = body.emb_drop(hidden)
         batch, length = hidden.shape[:2]
 
-        if position_ids is None:
-            position_ids = padding_position_ids(attention_mask, batch, length, hidden.device)
+        position_ids, sdpa_mask = forward_inputs(
+            attention_mask, position_ids, batch, length, hidden.device, kv_cache
+        )
         rope_dtype = torch.float32 if config.rope_full_precision else hidden.dtype
         cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, rope_dtype)
-        sdpa_mask = None if attention_mask is None else sdpa_padding_mask(attention_mask)
 
         all_hidden = [] if output_hidden_states else None
-        for block in body.blocks:
+        for index, block in enumerate(body.blocks):
             if all_hidden is not None:
                 all_hidden.append(hidden)
-            hidden = block(hidden, cos, sin, sdpa_mask)
-        hidden = body.ln_f(hidden)
+            hidden = block(hidden, cos, sin, sdpa_mask, kv_cache=kv_cache, layer_index=index)
+        hidden = body.ln_f(select_positions(hidden, output_positions))
         if all_hidden is not None:
             all_hidden.append(hidden)
 

@@ -25,21 +25,11 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from r2sft.modeling.forward import predict_logits
 from r2sft.specs import ModelSpec
 from r2sft.training import objectives as obj
 from r2sft.training.config import TrainConfig
 from r2sft.training.data import SAMPLE_KEY
-
-
-def model_logits(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, spec: ModelSpec
-) -> torch.Tensor:
-    """``(B, L, V)`` logits where row ``i`` predicts position ``i`` (undoes Dream's shift)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    if spec.shifted_logits:
-        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-    return logits
-
 
 ObjectiveStep = Callable[
     [Any, dict[str, torch.Tensor], obj.Noise, TrainConfig, ModelSpec], torch.Tensor
@@ -50,7 +40,7 @@ def llada_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -> tor
     labels, loss_mask = batch["input_ids"], batch["loss_mask"]
     masked, t = obj.llada_mask(batch["answer_mask"], eps=config.llada_eps, noise=noise)
     noised = obj.apply_mask(labels, masked, spec.mask_token_id)
-    logits = model_logits(model, noised, batch["attention_mask"], spec)
+    logits = predict_logits(model, spec, noised, batch["attention_mask"])
     return obj.llada_row_loss(logits, labels, masked & loss_mask, t)
 
 
@@ -64,7 +54,7 @@ def trajectory_step(model, batch, noise, config: TrainConfig, spec: ModelSpec) -
         block_length=config.train_block_length if config.trajectory_targets == "block" else None,
     )
     noised = obj.apply_mask(labels, masked, spec.mask_token_id)
-    logits = model_logits(model, noised, batch["attention_mask"], spec)
+    logits = predict_logits(model, spec, noised, batch["attention_mask"])
     return obj.trajectory_row_loss(
         logits,
         labels,
@@ -89,8 +79,8 @@ def certainty_forcing_step(
             obj.apply_mask(labels, masked_b, spec.mask_token_id),
         ]
     )
-    logits_a, logits_b = model_logits(
-        model, noised, batch["attention_mask"].repeat(2, 1), spec
+    logits_a, logits_b = predict_logits(
+        model, spec, noised, batch["attention_mask"].repeat(2, 1)
     ).chunk(2)
     return obj.certainty_forcing_row_loss(
         logits_a,

@@ -1,0 +1,310 @@
+"""Decoding KV cache and position-restricted logits (r2sft.modeling.layers / .forward) and the
+sampler's prefix / dual cache modes, on tiny random LLaDA models and hand-built canvases."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from r2sft.decoding import DecoderArgs, DecoderConfig, decoder_config, generate
+from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+from r2sft.modeling.forward import CacheUse, predict_logits, supports_decode_cache
+from r2sft.modeling.layers import KVCache
+
+VOCAB, MASK, PAD = 48, 47, 46
+
+
+def tiny_llada(seed: int = 0, **overrides) -> LLaDAModelLM:
+    values = dict(
+        d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=48, vocab_size=VOCAB,
+        embedding_size=VOCAB, mask_token_id=MASK, eos_token_id=PAD, pad_token_id=PAD,
+        max_sequence_length=128, init_std=0.3,
+    )  # fmt: skip
+    values.update(overrides)
+    torch.manual_seed(seed)
+    return LLaDAModelLM(LLaDAConfig(**values)).eval()
+
+
+@dataclass(frozen=True)
+class Spec:
+    mask_token_id: int = MASK
+    eos_token_id: int = PAD
+    pad_token_id: int = PAD
+    shifted_logits: bool = False
+
+
+def padded_canvas() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three left-padded rows of width 24: prompts of 6, 9 and 4 tokens, then 15 columns
+    (some committed tokens, some masks)."""
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 40, (3, 24), generator=generator)
+    attention = torch.ones(3, 24, dtype=torch.long)
+    for row, prompt in enumerate([6, 9, 4]):
+        ids[row, : 9 - prompt] = PAD
+        attention[row, : 9 - prompt] = 0
+    ids[:, 15:] = MASK
+    ids[0, 12] = MASK
+    return ids, attention
+
+
+def gather(logits: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, columns[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_position_logits_equal_the_sliced_full_logits(shifted):
+    model = tiny_llada()
+    ids, attention = padded_canvas()
+    with torch.no_grad():
+        full = model(ids, attention_mask=attention).logits
+        positions = torch.tensor([[9, 10, 11], [12, 13, 14], [0, 5, 23]])
+        got = predict_logits(model, Spec(shifted_logits=shifted), ids, attention, positions)
+        every = predict_logits(model, Spec(shifted_logits=shifted), ids, attention)
+    source = (positions - int(shifted)).clamp(min=0)
+    torch.testing.assert_close(got, gather(full, source), rtol=0, atol=1e-6)
+    expected = torch.cat([full[:, :1], full[:, :-1]], dim=1) if shifted else full
+    torch.testing.assert_close(every, expected, rtol=0, atol=0)
+    # The output head really runs at the requested rows only.
+    with torch.no_grad():
+        out = model(ids, attention_mask=attention, output_positions=positions)
+    assert out.logits.shape == (3, 3, VOCAB)
+    with pytest.raises(ValueError, match="labels"):
+        model(ids, labels=ids, output_positions=positions)
+
+
+class PlainMaskedLM(torch.nn.Module):
+    """A model without r2sft's decoding arguments (like a transformers masked LM): it
+    returns full logits; the shifted variant predicts position i from output row i - 1."""
+
+    def __init__(self, inner: LLaDAModelLM, shifted: bool = False) -> None:
+        super().__init__()
+        self.inner, self.shifted = inner, shifted
+        self.lengths: list[int] = []
+
+    def forward(self, input_ids, attention_mask=None):
+        self.lengths.append(input_ids.shape[1])
+        logits = self.inner(input_ids, attention_mask=attention_mask).logits
+        if self.shifted:  # row i now predicts position i + 1
+            logits = torch.cat([logits[:, 1:], logits[:, -1:]], dim=1)
+        return SimpleNamespace(logits=logits)
+
+
+def test_models_without_the_decode_arguments_run_the_full_forward_and_refuse_a_cache():
+    inner = tiny_llada()
+    ids, attention = padded_canvas()
+    positions = torch.tensor([[10, 11], [12, 13], [14, 15]])
+    with torch.no_grad():
+        expected = gather(inner(ids, attention_mask=attention).logits, positions)
+        for shifted in (False, True):
+            plain = PlainMaskedLM(inner, shifted)
+            assert not supports_decode_cache(plain)
+            got = predict_logits(plain, Spec(shifted_logits=shifted), ids, attention, positions)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    config = decoder_config("threshold", gen_length=8, block_length=4, cache="dual")
+    with pytest.raises(ValueError, match="--cache none"):
+        generate(plain, Spec(), [[1, 2, 3]], config)
+    with pytest.raises(ValueError, match="--cache none"):
+        predict_logits(plain, Spec(), ids, attention, positions, CacheUse(KVCache(), "fill"))
+
+
+@pytest.mark.parametrize("mode", ["dual", "prefix"])
+@pytest.mark.parametrize("shifted", [False, True])
+def test_block_forward_with_a_fresh_cache_equals_the_full_forward(mode, shifted):
+    """Filled from the very canvas it reads, the cache is exact: the block forward's logits
+    equal the full forward's at the block, for left-padded rows in different blocks, for
+    all rows or a subset, and the fill itself returns the full forward's logits."""
+    model = tiny_llada()
+    spec = Spec(shifted_logits=shifted)
+    ids, attention = padded_canvas()
+    blocks = torch.tensor([[9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]])
+    cache = KVCache()
+    with torch.no_grad():
+        full = predict_logits(model, spec, ids, attention, blocks)
+        filled = predict_logits(model, spec, ids, attention, blocks, CacheUse(cache, "fill"))
+        first = blocks[:, 0].tolist()
+        cached = predict_logits(model, spec, ids, attention, blocks,
+                                CacheUse(cache, mode, first_columns=first))  # fmt: skip
+        rows = torch.tensor([2, 0])
+        subset = predict_logits(
+            model, spec, ids[rows], attention[rows], blocks[rows],
+            CacheUse(cache, mode, rows=rows, first_columns=[first[2], first[0]]),
+        )  # fmt: skip
+    torch.testing.assert_close(filled, full, rtol=0, atol=0)
+    torch.testing.assert_close(cached, full, rtol=0, atol=2e-5)
+    torch.testing.assert_close(subset, full[rows], rtol=0, atol=2e-5)
+
+
+def test_dual_block_forward_reads_the_cache_not_the_current_canvas():
+    """Approximate by design: after the block's tokens change, a span forward sees the new
+    block but the cached (stale) prompt; a token changed after the block is seen by the
+    prefix mode (it recomputes the suffix) and not by the dual one (it caches it)."""
+    model = tiny_llada()
+    ids, attention = padded_canvas()
+    block = torch.tensor([[15, 16, 17, 18]] * 3)
+    first = [15] * 3
+    cache = KVCache()
+    with torch.no_grad():
+        before = predict_logits(model, Spec(), ids, attention, block, CacheUse(cache, "fill"))
+        changed = ids.clone()
+        changed[:, 15] = 7  # one block token committed
+        truth = predict_logits(model, Spec(), changed, attention, block)
+        for mode in ("dual", "prefix"):
+            got = predict_logits(model, Spec(), changed, attention, block,
+                                 CacheUse(cache, mode, first_columns=first))  # fmt: skip
+            assert (got - truth).abs().max() > 1e-3 and (got - before).abs().max() > 1e-3
+        later = ids.clone()
+        later[:, 20] = 7
+        dual = predict_logits(model, Spec(), later, attention, block,
+                              CacheUse(cache, "dual", first_columns=first))  # fmt: skip
+        prefix = predict_logits(model, Spec(), later, attention, block,
+                                CacheUse(cache, "prefix", first_columns=first))  # fmt: skip
+    torch.testing.assert_close(dual, before, rtol=0, atol=2e-5)
+    assert (prefix - before).abs().max() > 1e-3
+
+
+def test_kv_cache_rows_refill_and_keep():
+    model = tiny_llada()
+    ids, attention = padded_canvas()
+    block = torch.tensor([[15, 16, 17, 18]] * 3)
+    cache = KVCache()
+    with pytest.raises(ValueError, match="filled"):
+        cache.span("dual", [15, 15, 15], 4)
+    with pytest.raises(ValueError, match="fill it first"):
+        cache.fill(rows=torch.tensor([0]))
+    with torch.no_grad():
+        predict_logits(model, Spec(), ids, attention, block, CacheUse(cache, "fill"))
+        changed = ids.clone()
+        changed[1, 15:18] = 5
+        # Refill row 1 only; then rows 0 and 2 leave the batch.
+        rows = torch.tensor([1])
+        predict_logits(model, Spec(), changed[rows], attention[rows], block[rows],
+                       CacheUse(cache, "fill", rows=rows))  # fmt: skip
+        cache.keep(torch.tensor([1]))
+        assert cache.keys[0].shape[0] == 1 and cache.key_mask.shape == (1, 24)
+        got = predict_logits(model, Spec(), changed[rows], attention[rows], block[rows],
+                             CacheUse(cache, "dual", first_columns=[15]))  # fmt: skip
+        truth = predict_logits(model, Spec(), changed[rows], attention[rows], block[rows])
+    torch.testing.assert_close(got, truth, rtol=0, atol=2e-5)
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and records, per call, the batch size, input length and cache mode."""
+
+    supports_decode_cache = True
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[tuple[int, int, str]] = []
+
+    def forward(self, input_ids, **kwargs):
+        step = kwargs.get("kv_cache")
+        self.calls.append((input_ids.shape[0], input_ids.shape[1], step.mode if step else "none"))
+        return self.inner(input_ids, **kwargs)
+
+
+PROMPTS = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15, 16, 17], [20], [21, 22, 23]]
+
+
+def r2_config(**overrides) -> DecoderConfig:
+    values = dict(gen_length=16, block_length=4, threshold=0.3, tau_s=0.3, tau_t=0.3)
+    values.update(overrides)
+    return decoder_config("r2", **values)
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+def test_cached_decoding_batch_equals_unbatched_and_counts_every_forward(cache):
+    model = Recorder(tiny_llada(seed=2))
+    config = r2_config(cache=cache)
+    batched = generate(model, Spec(), PROMPTS, config)
+    calls = list(model.calls)
+    # NFE per row = forwards it took part in; mixed steps run a fill and a span forward.
+    assert sum(size for size, _, _ in calls) == int(batched.nfe.sum())
+    assert (batched.tokens != MASK).all() and (batched.nfe >= config.num_blocks).all()
+    assert (batched.step_map.amax(-1) == batched.nfe - 1).all()
+    width = max(map(len, PROMPTS)) + config.gen_length
+    modes = {mode for _, _, mode in calls}
+    if cache == "none":
+        assert modes == {"none"} and all(length == width for _, length, _ in calls)
+    else:
+        assert modes == {"fill", cache}
+        spans = [length for _, length, mode in calls if mode == cache]
+        if cache == "dual":
+            assert set(spans) == {config.block_length}
+        else:  # the block and everything after it
+            assert max(spans) < width and min(spans) >= config.block_length
+    for row, prompt in enumerate(PROMPTS):
+        single = generate(model, Spec(), [prompt], config, seeds=[row])
+        assert torch.equal(batched.tokens[row], single.tokens[0])
+        assert torch.equal(batched.step_map[row], single.step_map[0])
+        assert torch.equal(batched.rule_map[row], single.rule_map[0])
+        assert batched.nfe[row] == single.nfe[0]
+    split = generate(model, Spec(), PROMPTS, config, batch_size=2)
+    assert torch.equal(split.tokens, batched.tokens) and torch.equal(split.nfe, batched.nfe)
+
+
+def test_rows_in_different_blocks_share_steps_and_finish_independently():
+    model = Recorder(tiny_llada(seed=2))
+    config = r2_config(cache="dual")
+    result = generate(model, Spec(), PROMPTS, config)
+    # Some step ran a fill (rows opening a block) beside a dual forward (rows inside one).
+    steps, index = [], 0
+    while index < len(model.calls):
+        size, _, mode = model.calls[index]
+        if mode == "fill" and index + 1 < len(model.calls) and model.calls[index + 1][2] == "dual":
+            steps.append((size, model.calls[index + 1][0]))
+            index += 2
+        else:
+            index += 1
+    assert steps, "expected a step mixing block openings and cached forwards"
+    assert len(set(result.nfe.tolist())) > 1  # rows finish at different steps
+    # Per row, one fill per block: the block-opening forward (it counts as one NFE).
+    fills = sum(size for size, _, mode in model.calls if mode == "fill")
+    assert fills == len(PROMPTS) * config.num_blocks
+
+
+def test_refreshing_every_forward_equals_no_cache_and_refresh_counts_fills():
+    model = Recorder(tiny_llada(seed=2))
+    plain = generate(model, Spec(), PROMPTS, r2_config(cache="none"))
+    every = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=1))
+    assert torch.equal(plain.tokens, every.tokens) and torch.equal(plain.nfe, every.nfe)
+    assert torch.equal(plain.step_map, every.step_map)
+    model.calls.clear()
+    result = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=2))
+    fills = sum(size for size, _, mode in model.calls if mode == "fill")
+    assert fills > len(PROMPTS) * 4  # more than one fill per block for blocks of > 2 forwards
+    assert sum(size for size, _, _ in model.calls) == int(result.nfe.sum())
+
+
+def test_shifted_model_decodes_the_same_in_every_cache_mode_when_the_cache_is_exact():
+    """A shifted LLaDA (spec says shifted): with a refresh every forward the cached decode
+    equals the uncached one, so the shift is applied the same way on every path."""
+    model = tiny_llada(seed=3)
+    spec = Spec(shifted_logits=True)
+    base = generate(model, spec, PROMPTS, r2_config(cache="none"))
+    for cache in ("prefix", "dual"):
+        got = generate(model, spec, PROMPTS, r2_config(cache=cache, cache_refresh=1))
+        assert torch.equal(got.tokens, base.tokens)
+    # And the cached span of a shifted model recomputes the column before the block.
+    recorder = Recorder(model)
+    generate(recorder, spec, [PROMPTS[0]], r2_config(cache="dual"))
+    assert {length for _, length, mode in recorder.calls if mode == "dual"} == {5}
+
+
+def test_cache_options_are_validated_and_reach_the_decoder():
+    with pytest.raises(ValueError, match="cache"):
+        DecoderConfig(cache="both")
+    with pytest.raises(ValueError, match="cache_refresh"):
+        DecoderConfig(cache_refresh=-1)
+    with pytest.raises(ValueError, match="factor_rule"):
+        DecoderConfig(factor_rule="loose")
+    with pytest.raises(ValueError, match="--cache"):
+        DecoderArgs(cache="both")
+    args = DecoderArgs(decoder="factor", cache="dual", cache_refresh=2, factor_rule="official")
+    resolved = args.resolve()
+    assert (resolved.cache, resolved.cache_refresh, resolved.factor_rule) == ("dual", 2, "official")
+    assert dataclasses.replace(resolved, cache="prefix").cache == "prefix"
