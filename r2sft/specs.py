@@ -198,6 +198,14 @@ def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     return resolved
 
 
+def default_device(device: str | torch.device | None = None) -> str:
+    """``device`` as given, else ``"cuda"`` when a GPU is visible, else ``"cpu"``: the default
+    of ``r2sft.evaluate`` and the benches."""
+    if device is not None:
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_model(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",

@@ -267,17 +267,36 @@ def test_rows_in_different_blocks_share_steps_and_finish_independently():
     assert fills == len(PROMPTS) * config.num_blocks
 
 
-def test_refreshing_every_forward_equals_no_cache_and_refresh_counts_fills():
+def expected_fills(result, block_length: int, refresh: int) -> int:
+    """Fills the refresh policy implies, replayed from the step map: one per block, plus one
+    after every forward that brings the commits since the last fill to ``refresh``."""
+    fills = 0
+    for row in range(len(result)):
+        steps = result.step_map[row].view(-1, block_length)
+        for block in steps:
+            counts = torch.bincount(block - block.min()).tolist()  # commits per forward
+            fills += 1
+            changed = 0
+            for count in counts[:-1]:  # the block's last forward opens no further one
+                changed += count
+                if changed >= refresh:
+                    fills, changed = fills + 1, 0
+    return fills
+
+
+def test_refresh_policy_refills_after_enough_commits_and_1_equals_no_cache():
     model = Recorder(tiny_llada(seed=2))
     plain = generate(model, Spec(), PROMPTS, r2_config(cache="none"))
     every = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=1))
     assert torch.equal(plain.tokens, every.tokens) and torch.equal(plain.nfe, every.nfe)
     assert torch.equal(plain.step_map, every.step_map)
-    model.calls.clear()
-    result = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=2))
-    fills = sum(size for size, _, mode in model.calls if mode == "fill")
-    assert fills > len(PROMPTS) * 4  # more than one fill per block for blocks of > 2 forwards
-    assert sum(size for size, _, _ in model.calls) == int(result.nfe.sum())
+    for refresh in (2, 3):
+        model.calls.clear()
+        result = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=refresh))
+        fills = sum(size for size, _, mode in model.calls if mode == "fill")
+        assert fills == expected_fills(result, 4, refresh)
+        assert len(PROMPTS) * 4 < fills < int(result.nfe.sum())
+        assert sum(size for size, _, _ in model.calls) == int(result.nfe.sum())
 
 
 def test_shifted_model_decodes_the_same_in_every_cache_mode_when_the_cache_is_exact():

@@ -60,8 +60,11 @@ class DecoderConfig:
             are recomputed against the cached prompt and earlier blocks) or "dual" (Fast-dLLM's
             dual cache: only the block is recomputed, against the cached prefix and suffix).
             The cache is filled by a full forward at each block's start (one NFE).
-        cache_refresh: with a cache, also refill it by a full forward every this many
-            forwards within a block (0: only at the block's start).
+        cache_refresh: with a cache, also refill it by a full forward (one NFE) once this
+            many of the block's tokens were committed since the last fill (0: only at the
+            block's start; 1: every forward, the same tokens as no cache). The cached keys
+            and values outside the block go stale as the block fills in; a big commit (the
+            block-opening forward often commits most of the block) is what costs accuracy.
     """
 
     gen_length: int = 256
@@ -221,8 +224,8 @@ class DecoderArgs:
         default=None, metadata=_help("KV cache inside a block: none | prefix | dual.")
     )
     cache_refresh: int | None = field(
-        default=None, metadata=_help("refill the KV cache every N forwards of a block (0: at "
-                                     "block start only).")
+        default=None, metadata=_help("refill the KV cache once N block tokens were committed "
+                                     "since the last fill (0: at block start only).")
     )  # fmt: skip
 
     def __post_init__(self) -> None:

@@ -11,11 +11,11 @@ batches.
 
 Logits come from :func:`r2sft.modeling.forward.predict_logits`, for the active block's
 positions only. With ``config.cache`` (prefix / dual) every row's forward that opens a block
-(or refreshes, ``cache_refresh``) is a full forward that fills the row's KV cache; the
-row's other forwards compute only its block (dual) or its block and what follows (prefix)
-against that cache. Rows in different blocks share a step: the step runs one full forward
-for the rows that open a block and one cached forward for the others; each counts as one
-NFE of its rows.
+(or refreshes: ``cache_refresh`` block tokens committed since the last fill) is a full
+forward that fills the row's KV cache; the row's other forwards compute only its block
+(dual) or its block and what follows (prefix) against that cache. Rows in different blocks
+share a step: it runs one full forward for the rows that open a block and one cached
+forward for the others; each counts as one NFE of its rows.
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ def _generate_batch(
     attention = torch.cat([prompt_attention, torch.ones(rows, gen, dtype=torch.long)], dim=1)
     attention = attention.to(device)
     cache = KVCache() if config.cache != "none" else None
+    since_fill = torch.zeros(rows, dtype=torch.long, device=device)  # commits since the fill
 
     block_index = torch.zeros(rows, dtype=torch.long, device=device)
     step_in_block = torch.zeros(rows, dtype=torch.long, device=device)
@@ -282,9 +283,12 @@ def _generate_batch(
         step_in_block[active] = new_step
         new_block = block_index[active] + block_done.long()
         block_index[active] = new_block
-        refill = new_step == 0
-        if config.cache_refresh > 0:
-            refill = new_step % config.cache_refresh == 0
+        refill = block_done
+        if cache is not None and config.cache_refresh > 0:
+            # Refresh once the block has changed enough since the row's last fill.
+            changed = since_fill[active] + committed.sum(dim=-1)
+            refill = refill | (changed >= config.cache_refresh)
+            since_fill[active] = torch.where(refill, 0, changed)
         # The one host sync of the step: each row's block (rows past the last one are
         # done) and whether its next forward refills the cache.
         blocks_now, refills = torch.stack([new_block, refill.long()]).tolist()
