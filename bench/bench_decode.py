@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python bench/bench_decode.py                      # embedded model if built
     OMP_NUM_THREADS=1 python bench/bench_decode.py --model random --batch_sizes 1,4,16
+    OMP_NUM_THREADS=1 python bench/bench_decode.py --decoders r2 --caches none,dual \
+        --cache_refresh 8 --num_prompts 500 --batch_sizes 16          # cache modes, one run
     python bench/bench_decode.py --model GSAI-ML/LLaDA-8B-Instruct --device cuda \\
         --dtype bfloat16 --gen_length 256 --block_length 32 --task gsm8k \\
         --data_path data/gsm8k
 
-Per decoder and batch size: generated tokens/s (canvas positions), forwards/s (model
-calls), row-forwards/s (NFE summed over rows), seconds per forward, and the share of wall
-time spent outside the model forward (rules, sampling, bookkeeping).
+Every batch size decodes the same ``num_prompts`` prompts (in batches of that size). Per
+decoder (and KV-cache mode, ``--caches``) and batch size: generated tokens/s (canvas
+positions), forwards/s (model calls), row-forwards/s (NFE summed over rows), seconds per
+forward, and the share of wall time spent outside the model forward (rules, sampling,
+bookkeeping). Variants alternate within every repeat, so machine noise hits all of them.
 ``r2_added_time_share_per_forward``: the extra time per forward the R² rules cost, over a
 threshold forward's wall time (target at batch 16: <= 0.10); ``r2_over_threshold_*``: the
 plain ratio of seconds per forward (noisier on a shared machine). ``--model random`` (or no
@@ -28,6 +32,7 @@ import torch
 
 from r2sft.decoding import DecoderArgs, generate
 from r2sft.paths import EMBEDDED_MODEL_DIR
+from r2sft.specs import default_device
 from r2sft.tasks import TaskArgs, task_class
 
 
@@ -38,9 +43,11 @@ class BenchArgs(TaskArgs, DecoderArgs):
 
     model: str | None = None  # folder / Hub id, "random", or None: embedded if present
     batch_sizes: str = "1,2,4,8,16,32"
+    num_prompts: int | None = None  # prompts every batch size decodes (None: the largest size)
     decoders: str = "threshold,r2"
+    caches: str = ""  # KV-cache modes to compare, e.g. "none,dual" ("": --cache alone)
     repeats: int = 3  # timed runs per setting (the fastest is reported)
-    device: str | None = None
+    device: str | None = None  # default: cuda when available, else cpu
     dtype: str = "auto"
     seed: int = 0
 
@@ -52,8 +59,9 @@ class TimedModel:
         self.model, self.seconds, self.calls = model, 0.0, 0
         self.cuda = next(model.parameters()).device.type == "cuda"
 
-    def parameters(self):
-        return self.model.parameters()
+    def __getattr__(self, name: str) -> Any:
+        # The model's own attributes (parameters, supports_decode_cache, config...).
+        return getattr(self.model, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.cuda:
@@ -94,7 +102,7 @@ def random_setup(args: BenchArgs, count: int) -> tuple[Any, Any, list[list[int]]
 def real_setup(args: BenchArgs, path: str, count: int) -> tuple[Any, Any, list[list[int]], str]:
     from r2sft.specs import encode_prompt, load_model
 
-    loaded = load_model(path, dtype=args.dtype, device=args.device)
+    loaded = load_model(path, dtype=args.dtype, device=default_device(args.device))
     task = args.make_task()
     examples = task.load("test", limit=count)
     prompts = [encode_prompt(loaded.tokenizer, task.user_message(e)) for e in examples]
@@ -106,28 +114,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_config(BenchArgs, args=argv)
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
-    decoders = args.decoders.split(",")
-    count = max(batch_sizes)
+    count = args.num_prompts or max(batch_sizes)
     use_random = args.model == "random" or (args.model is None and not EMBEDDED_MODEL_DIR.is_dir())
     if use_random:
         model, spec, prompts, label = random_setup(args, count)
-        if args.device:
-            model = model.to(args.device)
+        model = model.to(default_device(args.device))
     else:
         model, spec, prompts, label = real_setup(args, args.model or str(EMBEDDED_MODEL_DIR), count)
     timed = TimedModel(model)
     task = task_class(args.task)  # its canvas is the default
-    configs = {name: dataclasses.replace(args, decoder=name).resolve(task) for name in decoders}
+    caches = [cache for cache in args.caches.split(",") if cache] or [None]
+    configs = {}
+    for name in args.decoders.split(","):
+        for cache in caches:
+            label_of = name if cache in (None, "none") else f"{name}+{cache}"
+            configs[label_of] = dataclasses.replace(args, decoder=name, cache=cache or args.cache)
+            configs[label_of] = configs[label_of].resolve(task)
+    decoders = list(configs)
     for config in configs.values():
         generate(timed, spec, prompts[:2], config)  # warm-up
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in decoders}
     for size in batch_sizes:
-        # Decoders interleaved per repeat, so load changes on a shared machine hit both.
+        # Variants interleaved per repeat, so load changes on a shared machine hit all.
         for _ in range(args.repeats):
             for name, config in configs.items():
                 timed.seconds, timed.calls = 0.0, 0
                 start = time.perf_counter()
-                result = generate(timed, spec, prompts[:size], config)
+                result = generate(timed, spec, prompts, config, batch_size=size)
                 wall = time.perf_counter() - start
                 runs[name].setdefault(size, []).append({
                     "wall_seconds": wall,
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for size in batch_sizes:
             best = dict(min(runs[name][size], key=lambda run: run["wall_seconds"]))
             gen_length = configs[name].gen_length
-            best["generated_tokens_per_s"] = size * gen_length / best["wall_seconds"]
+            best["generated_tokens_per_s"] = count * gen_length / best["wall_seconds"]
             best["forwards_per_s"] = best["forwards"] / best["wall_seconds"]
             best["row_forwards_per_s"] = best["row_forwards"] / best["wall_seconds"]
             best["seconds_per_forward"] = best["wall_seconds"] / best["forwards"]
@@ -177,6 +190,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             / min(r["wall_seconds"] / r["forwards"] for r in runs["threshold"][int(size)])
             for size in r2
         }  # fmt: skip
+    # Each cached variant's tokens/s over the same decoder's uncached one.
+    speedups: dict[str, dict[str, float]] = {}
+    for name in results:
+        base = name.split("+")[0]
+        if "+" in name and base in results:
+            speedups[name] = {
+                size: results[name][size]["generated_tokens_per_s"]
+                / results[base][size]["generated_tokens_per_s"]
+                for size in results[name]
+            }
+    if speedups:
+        report["cache_speedup_tokens_per_s"] = speedups
     print(json.dumps(report, indent=2))
     return report
 
