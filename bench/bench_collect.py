@@ -26,7 +26,7 @@ from r2sft.collect.pipeline import decode_candidates
 from r2sft.collect.selection import select_lowest_redundancy, summarize
 from r2sft.config import parse_config
 from r2sft.scoring import model_max_length, prepare_prompts
-from r2sft.specs import load_model
+from r2sft.specs import default_device, load_model
 
 
 @dataclass
@@ -42,7 +42,7 @@ class BenchCollectArgs(CollectConfig):
 def main() -> None:
     config = parse_config(BenchCollectArgs)
     batch_sizes = [int(b) for b in config.batch_sizes.split(",")]
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(config.device)
     task = config.make_task()
     loaded = load_model(config.model, dtype=config.dtype, device=device)
     items, _ = prepare_prompts(

@@ -28,7 +28,7 @@ from r2sft.config import parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.evaluate import evaluate
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.specs import load_model
+from r2sft.specs import default_device, load_model
 from r2sft.tasks import TaskArgs
 
 
@@ -45,7 +45,7 @@ class SweepArgs(TaskArgs, DecoderArgs):
     threshold: float | None = 0.9
     max_accuracy_drop: float = 0.01  # allowed accuracy loss vs threshold decoding
     batch_size: int = 32
-    device: str | None = None
+    device: str | None = None  # default: cuda when available, else cpu
     dtype: str = "auto"
 
 
@@ -62,7 +62,7 @@ def sweep(args: SweepArgs) -> dict[str, Any]:
     taus, ks = _floats(args.taus), [int(k) for k in _floats(args.temporal_ks)]
     if not taus or not ks:
         raise SystemExit("error: --taus and --temporal_ks need at least one value each.")
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, dtype=args.dtype, device=default_device(args.device))
     task = args.make_task()
     examples = task.load(args.split, limit=args.limit)
 

@@ -119,7 +119,9 @@ class EvaluateArgs(TaskArgs, DecoderArgs):
         default=None, metadata=_help("JSON file for the metrics and per-example results.")
     )
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
-    device: str | None = field(default=None, metadata=_help("e.g. cuda (None: CPU)."))
+    device: str | None = field(
+        default=None, metadata=_help("e.g. cuda, cpu (None: cuda when available, else cpu).")
+    )
     seed: int = field(default=0, metadata=_help("example i decodes with seed + i."))
     progress: bool = field(default=True, metadata=_help("show a progress bar."))
 
@@ -144,7 +146,7 @@ def _print_table(metrics: dict[str, Any]) -> None:
 
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
-    from r2sft.specs import load_model
+    from r2sft.specs import default_device, load_model
 
     task = args.make_task()
     decoder = args.resolve(task)
@@ -154,7 +156,7 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
             "with `python launch/pretrain_embedded.py`, or pass --model."
         )
     examples = task.load(args.split, limit=args.limit)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_model(args.model, dtype=args.dtype, device=default_device(args.device))
     metrics = evaluate(loaded, task, examples, decoder, batch_size=args.batch_size,
                        progress=args.progress, seed=args.seed)  # fmt: skip
     metrics = {"model": args.model, "task": args.task, "split": args.split, **metrics}
