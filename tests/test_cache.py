@@ -327,3 +327,13 @@ def test_cache_options_are_validated_and_reach_the_decoder():
     resolved = args.resolve()
     assert (resolved.cache, resolved.cache_refresh, resolved.factor_rule) == ("dual", 2, "official")
     assert dataclasses.replace(resolved, cache="prefix").cache == "prefix"
+
+
+def test_bfloat16_decodes_in_every_cache_mode():
+    model = tiny_llada(seed=2).to(torch.bfloat16)
+    plain = generate(model, Spec(), PROMPTS, r2_config(cache="none"))
+    for cache in ("prefix", "dual"):
+        result = generate(model, Spec(), PROMPTS, r2_config(cache=cache))
+        assert (result.tokens != MASK).all() and (result.nfe >= 4).all()
+        exact = generate(model, Spec(), PROMPTS, r2_config(cache=cache, cache_refresh=1))
+        assert torch.equal(exact.tokens, plain.tokens)
