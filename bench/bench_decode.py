@@ -45,7 +45,9 @@ class BenchArgs(TaskArgs, DecoderArgs):
     batch_sizes: str = "1,2,4,8,16,32"
     num_prompts: int | None = None  # prompts every batch size decodes (None: the largest size)
     decoders: str = "threshold,r2"
-    caches: str = ""  # KV-cache modes to compare, e.g. "none,dual" ("": --cache alone)
+    # KV-cache modes to compare, each "mode" or "mode:cache_refresh", e.g. "none,dual,dual:8"
+    # ("": the decoder's --cache alone).
+    caches: str = ""
     repeats: int = 3  # timed runs per setting (the fastest is reported)
     device: str | None = None  # default: cuda when available, else cpu
     dtype: str = "auto"
@@ -128,8 +130,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.decoders.split(","):
         for cache in caches:
             label_of = name if cache in (None, "none") else f"{name}+{cache}"
-            configs[label_of] = dataclasses.replace(args, decoder=name, cache=cache or args.cache)
-            configs[label_of] = configs[label_of].resolve(task)
+            mode, _, refresh = (cache or "").partition(":")
+            variant = dataclasses.replace(
+                args, decoder=name, cache=mode or args.cache,
+                cache_refresh=int(refresh) if refresh else args.cache_refresh,
+            )  # fmt: skip
+            configs[label_of] = variant.resolve(task)
     decoders = list(configs)
     for config in configs.values():
         generate(timed, spec, prompts[:2], config)  # warm-up
