@@ -107,6 +107,11 @@ def test_models_without_the_decode_arguments_run_the_full_forward_and_refuse_a_c
     config = decoder_config("threshold", gen_length=8, block_length=4, cache="dual")
     with pytest.raises(ValueError, match="--cache none"):
         generate(plain, Spec(), [[1, 2, 3]], config)
+    # The default, auto, decodes such a model without a cache.
+    auto = generate(plain, Spec(), [[1, 2, 3]], decoder_config("threshold", gen_length=8,
+                    block_length=4))  # fmt: skip
+    none = generate(plain, Spec(), [[1, 2, 3]], dataclasses.replace(config, cache="none"))
+    assert torch.equal(auto.tokens, none.tokens)
     with pytest.raises(ValueError, match="--cache none"):
         predict_logits(plain, Spec(), ids, attention, positions, CacheUse(KVCache(), "fill"))
 
@@ -211,7 +216,10 @@ PROMPTS = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15, 16, 17], [20], [21,
 
 
 def r2_config(**overrides) -> DecoderConfig:
-    values = dict(gen_length=16, block_length=4, threshold=0.3, tau_s=0.3, tau_t=0.3)
+    """R² with low thresholds (the tiny random model is unsure); the cache refreshes only at
+    block starts unless a test says otherwise."""
+    values = dict(gen_length=16, block_length=4, threshold=0.3, tau_s=0.3, tau_t=0.3,
+                  cache_refresh=0)  # fmt: skip
     values.update(overrides)
     return decoder_config("r2", **values)
 
@@ -290,11 +298,11 @@ def test_refresh_policy_refills_after_enough_commits_and_1_equals_no_cache():
     every = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=1))
     assert torch.equal(plain.tokens, every.tokens) and torch.equal(plain.nfe, every.nfe)
     assert torch.equal(plain.step_map, every.step_map)
-    for refresh in (2, 3):
+    for refresh in (2, 3, None):  # None: half the block (2 of 4)
         model.calls.clear()
         result = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=refresh))
         fills = sum(size for size, _, mode in model.calls if mode == "fill")
-        assert fills == expected_fills(result, 4, refresh)
+        assert fills == expected_fills(result, 4, refresh or 2)
         assert len(PROMPTS) * 4 < fills < int(result.nfe.sum())
         assert sum(size for size, _, _ in model.calls) == int(result.nfe.sum())
 
@@ -312,6 +320,17 @@ def test_shifted_model_decodes_the_same_in_every_cache_mode_when_the_cache_is_ex
     recorder = Recorder(model)
     generate(recorder, spec, [PROMPTS[0]], r2_config(cache="dual"))
     assert {length for _, length, mode in recorder.calls if mode == "dual"} == {5}
+
+
+def test_default_is_the_dual_cache_refreshed_after_half_a_block_on_r2sft_models():
+    config = DecoderConfig(gen_length=16, block_length=4)
+    assert (config.cache, config.cache_refresh, config.refresh_tokens) == ("auto", None, 2)
+    assert DecoderConfig(block_length=32).refresh_tokens == 16
+    model = Recorder(tiny_llada(seed=2))
+    default = generate(model, Spec(), PROMPTS, r2_config(cache_refresh=None, cache="auto"))
+    assert {mode for _, _, mode in model.calls} == {"fill", "dual"}
+    explicit = generate(model, Spec(), PROMPTS, r2_config(cache_refresh=2, cache="dual"))
+    assert torch.equal(default.tokens, explicit.tokens)
 
 
 def test_cache_options_are_validated_and_reach_the_decoder():

@@ -2,7 +2,10 @@
 
 Defaults are the official R²-dLLM GSM8K settings for LLaDA-8B-Instruct (gen 256, block 32,
 threshold 0.9, window 3, tau_s 0.8, u_max 1, token cluster "confidence", K 3, tau_t 0.8,
-temporal aggregation "last"), see docs/method.md section 2.
+temporal aggregation "last"), see docs/method.md section 2. The KV cache defaults to the dual
+cache (for models that have one) refreshed after half a block of commits: the official runs
+use the dual cache without refresh, which lost accuracy on the embedded model (README, "KV
+cache").
 
 :class:`DecoderArgs` is the one set of decoder options that every entry point (collect,
 evaluate, training's tracking, the benches) exposes; :meth:`DecoderArgs.resolve` turns it
@@ -21,7 +24,8 @@ Policy = Literal["fixed", "threshold", "factor"]
 TokenClusterMode = Literal["confidence", "mid", "random", "none"]
 TemporalAgg = Literal["last", "ave", "max"]
 FactorRule = Literal["paper", "official"]
-CacheMode = Literal["none", "prefix", "dual"]
+CacheMode = Literal["auto", "none", "prefix", "dual"]
+CACHE_MODES = ("auto", "none", "prefix", "dual")
 DECODER_NAMES = ("fixed", "threshold", "factor", "r2")
 
 
@@ -55,16 +59,19 @@ class DecoderConfig:
         temperature: 0 decodes greedily; > 0 samples candidates with Gumbel noise drawn from
             the row's own seeded generator (reproducible, batch-independent).
         record_trace: keep the per-forward top-1 token and confidence of the active block.
-        cache: KV cache of the forwards inside a block: "none" (every forward runs the whole
-            canvas), "prefix" (Fast-dLLM's prefix cache: the block and everything after it
-            are recomputed against the cached prompt and earlier blocks) or "dual" (Fast-dLLM's
-            dual cache: only the block is recomputed, against the cached prefix and suffix).
-            The cache is filled by a full forward at each block's start (one NFE).
+        cache: KV cache of the forwards inside a block: "auto" ("dual" for models with
+            r2sft's decoding cache, such as r2sft's LLaDA, else "none"), "none" (every
+            forward runs the whole canvas), "prefix" (Fast-dLLM's prefix cache: the block
+            and everything after it are recomputed against the cached prompt and earlier
+            blocks) or "dual" (Fast-dLLM's dual cache: only the block is recomputed, against
+            the cached prefix and suffix). The cache is filled by a full forward at each
+            block's start (one NFE).
         cache_refresh: with a cache, also refill it by a full forward (one NFE) once this
-            many of the block's tokens were committed since the last fill (0: only at the
-            block's start; 1: every forward, the same tokens as no cache). The cached keys
-            and values outside the block go stale as the block fills in; a big commit (the
-            block-opening forward often commits most of the block) is what costs accuracy.
+            many of the block's tokens were committed since the last fill (None: half the
+            block; 0: only at the block's start; 1: every forward, the same tokens as no
+            cache). The cached keys and values outside the block go stale as the block
+            fills in; a big commit (the block-opening forward often commits most of the
+            block) is what costs accuracy.
     """
 
     gen_length: int = 256
@@ -84,8 +91,8 @@ class DecoderConfig:
     temporal_agg: TemporalAgg = "last"
     temperature: float = 0.0
     record_trace: bool = True
-    cache: CacheMode = "none"
-    cache_refresh: int = 0
+    cache: CacheMode = "auto"
+    cache_refresh: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,10 +137,17 @@ class DecoderConfig:
             raise ValueError(f"factor {self.factor} must be > 0.")
         if self.factor_rule not in ("paper", "official"):
             raise ValueError(f"factor_rule {self.factor_rule!r} must be paper or official.")
-        if self.cache not in ("none", "prefix", "dual"):
-            raise ValueError(f"cache {self.cache!r} must be none, prefix or dual.")
-        if self.cache_refresh < 0:
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"cache {self.cache!r} must be one of {', '.join(CACHE_MODES)}.")
+        if self.cache_refresh is not None and self.cache_refresh < 0:
             raise ValueError(f"cache_refresh {self.cache_refresh} must be >= 0.")
+
+    @property
+    def refresh_tokens(self) -> int:
+        """Block commits since the last cache fill that trigger a refill (0: never)."""
+        if self.cache_refresh is None:
+            return max(self.block_length // 2, 1)
+        return self.cache_refresh
 
     @property
     def num_blocks(self) -> int:
@@ -221,11 +235,15 @@ class DecoderArgs:
         default=None, metadata=_help("Gumbel sampling temperature (0: greedy).")
     )
     cache: CacheMode | None = field(
-        default=None, metadata=_help("KV cache inside a block: none | prefix | dual.")
+        default=None,
+        metadata=_help(
+            "KV cache inside a block: auto (dual where the model has one) | none | prefix | dual."
+        ),
     )
     cache_refresh: int | None = field(
         default=None, metadata=_help("refill the KV cache once N block tokens were committed "
-                                     "since the last fill (0: at block start only).")
+                                     "since the last fill (0: at block start only; default "
+                                     "half the block).")
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -255,8 +273,8 @@ class DecoderArgs:
             raise ValueError(f"--temperature {self.temperature} must be >= 0.")
         if self.factor_rule is not None and self.factor_rule not in ("paper", "official"):
             raise ValueError(f"--factor_rule {self.factor_rule!r} must be paper or official.")
-        if self.cache is not None and self.cache not in ("none", "prefix", "dual"):
-            raise ValueError(f"--cache {self.cache!r} must be none, prefix or dual.")
+        if self.cache is not None and self.cache not in CACHE_MODES:
+            raise ValueError(f"--cache {self.cache!r} must be one of {', '.join(CACHE_MODES)}.")
 
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""

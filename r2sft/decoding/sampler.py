@@ -33,7 +33,7 @@ from r2sft.decoding.rules import (
     token_cluster_enabled,
 )
 from r2sft.decoding.trace import DecodeResult, Trace
-from r2sft.modeling.forward import CacheUse, check_cache_support, predict_logits
+from r2sft.modeling.forward import CacheUse, predict_logits, resolve_cache_mode
 from r2sft.modeling.layers import KVCache
 
 
@@ -90,7 +90,7 @@ def generate(
         A :class:`DecodeResult` with one row per prompt, on CPU.
     """
     config.validate()
-    check_cache_support(model, config.cache)
+    resolve_cache_mode(model, config.cache)  # a cache the model lacks fails before any work
     if len(prompts) == 0:
         raise ValueError("generate() got no prompts")
     if any(len(prompt) == 0 for prompt in prompts):
@@ -203,7 +203,8 @@ def _generate_batch(
     canvas = torch.cat([prompt_ids, torch.full((rows, gen), mask_id)], dim=1).to(device)
     attention = torch.cat([prompt_attention, torch.ones(rows, gen, dtype=torch.long)], dim=1)
     attention = attention.to(device)
-    cache = KVCache() if config.cache != "none" else None
+    cache_mode = resolve_cache_mode(model, config.cache)
+    cache = KVCache() if cache_mode != "none" else None
     since_fill = torch.zeros(rows, dtype=torch.long, device=device)  # commits since the fill
 
     block_index = torch.zeros(rows, dtype=torch.long, device=device)
@@ -237,7 +238,7 @@ def _generate_batch(
         first_columns = [width + host_block[row] * block for row in running]
         block_logits = _block_logits(
             model, spec, canvas[active], attention[active], width + gen_positions, cache,
-            config.cache, [opening[row] for row in running], first_columns,
+            cache_mode, [opening[row] for row in running], first_columns,
         )  # fmt: skip
         cand, conf, cluster_conf = _candidates(block_logits, config, generators, running, mask_id)
         current = canvas[active[:, None], width + gen_positions]
@@ -284,10 +285,10 @@ def _generate_batch(
         new_block = block_index[active] + block_done.long()
         block_index[active] = new_block
         refill = block_done
-        if cache is not None and config.cache_refresh > 0:
+        if cache is not None and config.refresh_tokens > 0:
             # Refresh once the block has changed enough since the row's last fill.
             changed = since_fill[active] + committed.sum(dim=-1)
-            refill = refill | (changed >= config.cache_refresh)
+            refill = refill | (changed >= config.refresh_tokens)
             since_fill[active] = torch.where(refill, 0, changed)
         # The one host sync of the step: each row's block (rows past the last one are
         # done) and whether its next forward refills the cache.

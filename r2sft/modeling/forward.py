@@ -23,8 +23,6 @@ import torch
 
 from r2sft.modeling.layers import KVCache
 
-CACHE_MODES = ("none", "prefix", "dual")
-
 
 def supports_decode_cache(model: Any) -> bool:
     """Whether ``model`` takes ``kv_cache`` / ``output_positions`` (r2sft's model classes;
@@ -32,15 +30,20 @@ def supports_decode_cache(model: Any) -> bool:
     return bool(getattr(model, "supports_decode_cache", False))
 
 
-def check_cache_support(model: Any, mode: str) -> None:
-    """Raise a clear error when cache ``mode`` is asked of a model without a decoding cache."""
-    if mode not in CACHE_MODES:
-        raise ValueError(f"cache mode {mode!r} must be one of {', '.join(CACHE_MODES)}.")
+def resolve_cache_mode(model: Any, mode: str) -> str:
+    """The cache mode a decode of ``model`` runs: ``"auto"`` is ``"dual"`` where the model
+    has r2sft's decoding cache and ``"none"`` elsewhere; asking a model without one for
+    ``"prefix"`` / ``"dual"`` is an error that says so."""
+    if mode == "auto":
+        return "dual" if supports_decode_cache(model) else "none"
+    if mode not in ("none", "prefix", "dual"):
+        raise ValueError(f"cache mode {mode!r} must be auto, none, prefix or dual.")
     if mode != "none" and not supports_decode_cache(model):
         raise ValueError(
             f"--cache {mode} needs a model class with r2sft's decoding KV cache (r2sft's LLaDA); "
-            f"{type(model).__name__} has none. Decode it with --cache none."
+            f"{type(model).__name__} has none. Decode it with --cache none (or auto)."
         )
+    return mode
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def predict_logits(
     shift = int(bool(spec.shifted_logits))
     if not supports_decode_cache(model):
         if cache is not None:
-            check_cache_support(model, "prefix" if cache.mode == "fill" else cache.mode)
+            resolve_cache_mode(model, "prefix" if cache.mode == "fill" else cache.mode)
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return _align(logits, positions, shift)
     if cache is None or cache.mode == "fill":
