@@ -32,7 +32,7 @@ import torch
 
 from r2sft.decoding import decoder_config, generate
 from r2sft.modeling import LLaDAConfig, LLaDAModelLM
-from r2sft.specs import default_device
+from r2sft.specs import default_device, resolve_spec
 
 
 @dataclass
@@ -87,19 +87,71 @@ def build_model(args: BenchCacheArgs, device: str) -> LLaDAModelLM:
     return model.to(getattr(torch, args.dtype)).eval()
 
 
-def random_prompts(args: BenchCacheArgs, count: int) -> list[list[int]]:
-    generator = torch.Generator().manual_seed(args.seed)
-    spread = max(args.prompt_length // 10, 1)
-    lengths = torch.randint(args.prompt_length - spread, args.prompt_length + spread + 1,
-                            (count,), generator=generator)  # fmt: skip
-    return [
-        torch.randint(4, args.vocab_size, (int(n),), generator=generator).tolist() for n in lengths
-    ]
+def random_prompts(count: int, mean_length: int, vocab: int, seed: int) -> list[list[int]]:
+    """``count`` prompts of random tokens (ids 4..vocab-1, clear of the special ids), lengths
+    within 10% of ``mean_length``: left padding is exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    spread = max(mean_length // 10, 1)
+    lengths = torch.randint(mean_length - spread, mean_length + spread + 1, (count,),
+                            generator=generator)  # fmt: skip
+    return [torch.randint(4, vocab, (int(n),), generator=generator).tolist() for n in lengths]
 
 
-def _synchronize(device: str) -> None:
+def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def time_decodes(
+    model: Any,
+    spec: Any,
+    prompts: list[list[int]],
+    modes: list[str],
+    sizes: list[int],
+    schedule: dict[str, int],
+    repeats: int,
+    device: str,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, int], torch.Tensor]]:
+    """Decode ``prompts[:size]`` per cache mode and batch size, ``repeats`` times with the
+    modes interleaved; the fastest run of each is kept. The fixed policy's ``schedule``
+    (gen_length, block_length, steps) scripts the commits: random weights have no
+    meaningful confidences. Returns the result rows and each variant's tokens."""
+    configs = {
+        mode: decoder_config("fixed", cache=mode, record_trace=False, **schedule)
+        for mode in modes
+    }  # fmt: skip
+    block = schedule["block_length"]
+    warm = decoder_config("fixed", gen_length=block, block_length=block, steps=2,
+                          record_trace=False)  # fmt: skip
+    for mode in modes:
+        generate(model, spec, prompts[:2], dataclasses.replace(warm, cache=mode))
+    cuda = device.startswith("cuda")
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    tokens: dict[tuple[str, int], torch.Tensor] = {}
+    for _ in range(repeats):
+        for size in sizes:
+            for mode in modes:  # interleaved: every repeat runs every mode
+                synchronize(device)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                start = time.perf_counter()
+                result = generate(model, spec, prompts[:size], configs[mode])
+                synchronize(device)
+                seconds = time.perf_counter() - start
+                tokens[mode, size] = result.tokens
+                if (mode, size) in best and best[mode, size]["seconds"] <= seconds:
+                    continue
+                forwards = int(result.nfe.max())  # batch forwards: the longest row's
+                best[mode, size] = {
+                    "cache": mode,
+                    "batch_size": size,
+                    "tokens_per_s": size * schedule["gen_length"] / seconds,
+                    "forwards_per_s": forwards / seconds,
+                    "mean_nfe": float(result.nfe.float().mean()),
+                    "seconds": seconds,
+                    "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                }
+    return [best[mode, size] for size in sizes for mode in modes], tokens
 
 
 def run(args: BenchCacheArgs) -> dict[str, Any]:
@@ -108,38 +160,12 @@ def run(args: BenchCacheArgs) -> dict[str, Any]:
     modes = args.cache.split(",")
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     model = build_model(args, device)
-    spec = _Spec()
-    prompts = random_prompts(args, max(sizes))
-    configs = {
-        mode: decoder_config("fixed", gen_length=args.gen_length, block_length=args.block_length,
-                             steps=args.steps, cache=mode, record_trace=False)
-        for mode in modes
-    }  # fmt: skip
-    warm = decoder_config("fixed", gen_length=args.block_length, block_length=args.block_length,
-                          steps=2, record_trace=False)  # fmt: skip
-    for mode in modes:
-        generate(model, spec, prompts[:2], dataclasses.replace(warm, cache=mode))
-    best: dict[tuple[str, int], dict[str, Any]] = {}
-    tokens: dict[tuple[str, int], torch.Tensor] = {}
-    for _ in range(args.repeats):
-        for size in sizes:
-            for mode in modes:  # interleaved: every repeat runs every mode
-                _synchronize(device)
-                start = time.perf_counter()
-                result = generate(model, spec, prompts[:size], configs[mode])
-                _synchronize(device)
-                seconds = time.perf_counter() - start
-                tokens[mode, size] = result.tokens
-                if (mode, size) not in best or seconds < best[mode, size]["seconds"]:
-                    forwards = int(result.nfe.max())  # batch forwards: the longest row's
-                    best[mode, size] = {
-                        "cache": mode,
-                        "batch_size": size,
-                        "tokens_per_s": size * args.gen_length / seconds,
-                        "forwards_per_s": forwards / seconds,
-                        "mean_nfe": float(result.nfe.float().mean()),
-                        "seconds": seconds,
-                    }
+    prompts = random_prompts(max(sizes), args.prompt_length, args.vocab_size, args.seed)
+    schedule = {"gen_length": args.gen_length, "block_length": args.block_length,
+                "steps": args.steps}  # fmt: skip
+    spec = resolve_spec(model.config)
+    rows, tokens = time_decodes(model, spec, prompts, modes, sizes, schedule, args.repeats, device)
+    best = {(row["cache"], row["batch_size"]): row for row in rows}
     largest = max(sizes)
     report: dict[str, Any] = {
         "shape": {
@@ -157,7 +183,7 @@ def run(args: BenchCacheArgs) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "repeats": args.repeats,
-        "results": [best[mode, size] for size in sizes for mode in modes],
+        "results": rows,
     }
     for mode in ("prefix", "dual"):
         if mode in modes and "none" in modes:
@@ -171,24 +197,21 @@ def run(args: BenchCacheArgs) -> dict[str, Any]:
     return report
 
 
-@dataclass(frozen=True)
-class _Spec:
-    mask_token_id: int = MASK_ID
-    pad_token_id: int = PAD_ID
-    eos_token_id: int = PAD_ID
-    shifted_logits: bool = False
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def bench_main(args_class: type, run_bench: Any, argv: list[str] | None) -> dict[str, Any]:
+    """Parse ``args_class`` from the command line, run, print the JSON, write ``--output``."""
     from r2sft.config import parse_config
 
-    args = parse_config(BenchCacheArgs, args=argv)
-    report = run(args)
+    args = parse_config(args_class, args=argv)
+    report = run_bench(args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
         Path(args.output).write_text(text)
     return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return bench_main(BenchCacheArgs, run, argv)
 
 
 if __name__ == "__main__":

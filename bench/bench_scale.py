@@ -17,16 +17,13 @@ device with random weights (no checkpoint download, no CPU copy). Reported:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
+from bench_cache import bench_main, random_prompts, synchronize, time_decodes
 
-from r2sft.decoding import decoder_config, generate
 from r2sft.modeling import LLaDAConfig, LLaDAModelLM
 from r2sft.modeling.forward import predict_logits
 from r2sft.specs import apply_lora, default_device, resolve_spec
@@ -84,9 +81,14 @@ def build_random_model(config: LLaDAConfig, device: str, dtype: torch.dtype) -> 
     return model.eval()
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def time_decode(args: BenchScaleArgs, model, spec, device: str) -> list[dict[str, Any]]:
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    prompts = random_prompts(max(sizes), args.prompt_length, spec.mask_token_id - 8, args.seed)
+    schedule = {"gen_length": args.gen_length, "block_length": args.block_length,
+                "steps": args.steps}  # fmt: skip
+    rows, _ = time_decodes(model, spec, prompts, args.cache.split(","), sizes, schedule,
+                           args.repeats, device)  # fmt: skip
+    return rows
 
 
 def _reset_peak(device: str) -> None:
@@ -96,47 +98,6 @@ def _reset_peak(device: str) -> None:
 
 def _peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-
-
-def time_decode(args: BenchScaleArgs, model, spec, device: str) -> list[dict[str, Any]]:
-    sizes = [int(size) for size in args.batch_sizes.split(",")]
-    modes = args.cache.split(",")
-    generator = torch.Generator().manual_seed(args.seed)
-    prompts = [
-        torch.randint(0, spec.mask_token_id - 8, (args.prompt_length + offset % 7,),
-                      generator=generator).tolist()
-        for offset in range(max(sizes))
-    ]  # fmt: skip
-    configs = {
-        mode: decoder_config("fixed", gen_length=args.gen_length, block_length=args.block_length,
-                             steps=args.steps, cache=mode, record_trace=False)
-        for mode in modes
-    }  # fmt: skip
-    warm = decoder_config("fixed", gen_length=args.block_length, block_length=args.block_length,
-                          steps=2, record_trace=False)  # fmt: skip
-    for mode in modes:
-        generate(model, spec, prompts[:1], dataclasses.replace(warm, cache=mode))
-    best: dict[tuple[str, int], dict[str, Any]] = {}
-    for _ in range(args.repeats):
-        for size in sizes:
-            for mode in modes:
-                _synchronize(device)
-                _reset_peak(device)
-                start = time.perf_counter()
-                result = generate(model, spec, prompts[:size], configs[mode])
-                _synchronize(device)
-                seconds = time.perf_counter() - start
-                if (mode, size) in best and best[mode, size]["seconds"] <= seconds:
-                    continue
-                best[mode, size] = {
-                    "cache": mode,
-                    "batch_size": size,
-                    "tokens_per_s": size * args.gen_length / seconds,
-                    "mean_nfe": float(result.nfe.float().mean()),
-                    "seconds": seconds,
-                    "peak_memory_gib": _peak_gib(device),
-                }
-    return [best[mode, size] for size in sizes for mode in modes]
 
 
 def lora_step(args: BenchScaleArgs, model, spec, device: str) -> dict[str, Any]:
@@ -159,7 +120,7 @@ def lora_step(args: BenchScaleArgs, model, spec, device: str) -> dict[str, Any]:
     noise = obj.hashed_noise(torch.arange(batch, device=device), 0, args.seed, length)
     masked, t = obj.llada_mask(answer, noise=noise)
     noised = obj.apply_mask(labels, masked, spec.mask_token_id)
-    _synchronize(device)
+    synchronize(device)
     _reset_peak(device)
     start = time.perf_counter()
     logits = predict_logits(peft_model, spec, noised, attention)
@@ -167,7 +128,7 @@ def lora_step(args: BenchScaleArgs, model, spec, device: str) -> dict[str, Any]:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    _synchronize(device)
+    synchronize(device)
     return {
         "batch": batch,
         "length": length,
@@ -189,7 +150,7 @@ def run(args: BenchScaleArgs) -> dict[str, Any]:
     _reset_peak(device)
     start = time.perf_counter()
     model = build_random_model(config, device, dtype)
-    _synchronize(device)
+    synchronize(device)
     build_seconds = time.perf_counter() - start
     spec = resolve_spec(config)
     report: dict[str, Any] = {
@@ -218,15 +179,7 @@ def run(args: BenchScaleArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
-    args = parse_config(BenchScaleArgs, args=argv)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text)
-    return report
+    return bench_main(BenchScaleArgs, run, argv)
 
 
 if __name__ == "__main__":

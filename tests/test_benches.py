@@ -9,6 +9,9 @@ from r2sft.paths import REPO_ROOT
 
 
 def load_bench(name: str):
+    bench = str(REPO_ROOT / "bench")
+    if bench not in sys.path:  # bench_scale imports its sibling bench_cache, as when run
+        sys.path.insert(0, bench)
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules

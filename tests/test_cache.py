@@ -4,7 +4,6 @@ sampler's prefix / dual cache modes, on tiny random LLaDA models and hand-built 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +13,7 @@ from r2sft.decoding import DecoderArgs, DecoderConfig, decoder_config, generate
 from r2sft.modeling import LLaDAConfig, LLaDAModelLM
 from r2sft.modeling.forward import CacheUse, predict_logits, supports_decode_cache
 from r2sft.modeling.layers import KVCache
+from r2sft.specs import ModelSpec, get_spec
 
 VOCAB, MASK, PAD = 48, 47, 46
 
@@ -29,12 +29,10 @@ def tiny_llada(seed: int = 0, **overrides) -> LLaDAModelLM:
     return LLaDAModelLM(LLaDAConfig(**values)).eval()
 
 
-@dataclass(frozen=True)
-class Spec:
-    mask_token_id: int = MASK
-    eos_token_id: int = PAD
-    pad_token_id: int = PAD
-    shifted_logits: bool = False
+def Spec(shifted_logits: bool = False) -> ModelSpec:  # noqa: N802  (reads like the class)
+    """The LLaDA family spec with the tiny model's ids (and optionally shifted logits)."""
+    return dataclasses.replace(get_spec("llada"), mask_token_id=MASK, eos_token_id=PAD,
+                               pad_token_id=PAD, shifted_logits=shifted_logits)  # fmt: skip
 
 
 def padded_canvas() -> tuple[torch.Tensor, torch.Tensor]:
