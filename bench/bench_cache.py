@@ -40,7 +40,13 @@ class BenchCacheArgs:
     """What to time (the full shape by default; ``--quick`` a smaller one for a CPU)."""
 
     quick: bool = field(default=False, metadata={"help": "small shape, 2 repeats: CPU in < 3 min"})
-    cache: str = field(default="none,prefix,dual", metadata={"help": "cache modes to time"})
+    cache: str = field(
+        default="none,prefix,dual",
+        metadata={
+            "help": "cache modes to time, each mode or mode:cache_refresh (dual:16); a "
+            "bare mode never refreshes (the plain Fast-dLLM cache)"
+        },
+    )
     batch_sizes: str = "1,16"
     repeats: int | None = None  # default: 3 (2 with --quick)
     device: str | None = None  # default: cuda when available, else cpu
@@ -113,18 +119,20 @@ def time_decodes(
     device: str,
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], torch.Tensor]]:
     """Decode ``prompts[:size]`` per cache mode and batch size, ``repeats`` times with the
-    modes interleaved; the fastest run of each is kept. The fixed policy's ``schedule``
-    (gen_length, block_length, steps) scripts the commits: random weights have no
-    meaningful confidences. Returns the result rows and each variant's tokens."""
-    configs = {
-        mode: decoder_config("fixed", cache=mode, record_trace=False, **schedule)
-        for mode in modes
-    }  # fmt: skip
+    modes interleaved; the fastest run of each is kept. A mode is ``none`` / ``prefix`` /
+    ``dual``, refilled only at block starts, or ``mode:N`` with ``cache_refresh`` N. The
+    fixed policy's ``schedule`` (gen_length, block_length, steps) scripts the commits: random
+    weights have no meaningful confidences. Returns the result rows and each variant's tokens."""
+    configs = {}
+    for label in modes:
+        mode, _, refresh = label.partition(":")
+        configs[label] = decoder_config("fixed", cache=mode, cache_refresh=int(refresh or 0),
+                                        record_trace=False, **schedule)  # fmt: skip
     block = schedule["block_length"]
     warm = decoder_config("fixed", gen_length=block, block_length=block, steps=2,
                           record_trace=False)  # fmt: skip
-    for mode in modes:
-        generate(model, spec, prompts[:2], dataclasses.replace(warm, cache=mode))
+    for config in configs.values():
+        generate(model, spec, prompts[:2], dataclasses.replace(warm, cache=config.cache))
     cuda = device.startswith("cuda")
     best: dict[tuple[str, int], dict[str, Any]] = {}
     tokens: dict[tuple[str, int], torch.Tensor] = {}

@@ -42,7 +42,7 @@ class BenchScaleArgs:
     device: str | None = None  # default: cuda when available, else cpu
     dtype: str | None = None  # default: bfloat16 on cuda, float32 on cpu
     batch_sizes: str | None = None  # default 1,8,32 (1,2 with --tiny)
-    cache: str = "none,dual"
+    cache: str = "none,dual"  # as bench_cache.py: mode or mode:cache_refresh
     prompt_length: int | None = None  # default 200 (24 with --tiny)
     gen_length: int | None = None  # default 256 (32 with --tiny)
     block_length: int | None = None  # default 32 (8 with --tiny)

@@ -25,13 +25,14 @@ def test_bench_cache_reports_every_mode_and_batch_size(tmp_path):
     report = bench.main([
         "--d_model", "64", "--n_layers", "2", "--vocab_size", "256", "--prompt_length", "20",
         "--gen_length", "32", "--block_length", "8", "--steps", "16", "--batch_sizes", "1,3",
-        "--repeats", "2", "--output", str(output),
+        "--repeats", "2", "--cache", "none,prefix,dual,dual:2", "--output", str(output),
     ])  # fmt: skip
     assert output.is_file()
     assert set(report) >= {"shape", "results", "speedup_prefix_vs_none", "speedup_dual_vs_none",
                            "token_agreement_dual_vs_none"}  # fmt: skip
     rows = {(row["cache"], row["batch_size"]) for row in report["results"]}
-    assert rows == {(mode, size) for mode in ("none", "prefix", "dual") for size in (1, 3)}
+    modes = ("none", "prefix", "dual", "dual:2")
+    assert rows == {(mode, size) for mode in modes for size in (1, 3)}
     for row in report["results"]:
         assert set(row) >= {"cache", "batch_size", "tokens_per_s", "forwards_per_s", "mean_nfe"}
         assert row["mean_nfe"] == 16  # the scripted schedule: 4 forwards per block of 8
