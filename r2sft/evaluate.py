@@ -147,7 +147,7 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
     from r2sft.specs import load_model
 
     task = args.make_task()
-    decoder = args.resolve(task)
+    decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
         raise FileNotFoundError(
             f"the embedded default model folder {EMBEDDED_MODEL_DIR} does not exist. Build it "

@@ -274,6 +274,28 @@ def test_lora_export_round_trip(tiny, tmp_path):
         assert not torch.allclose(got, load_model(str(tiny["model"])).model(input_ids=ids).logits)
 
 
+def test_final_carries_the_base_model_decoder_preset(tiny, tmp_path):
+    """The base model's r2sft_decoding.json travels into final/ and the card states it."""
+    from r2sft.decoding.presets import PRESET_FILE, DecoderPreset, read_preset, write_preset
+    from r2sft.training import train
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny["model"], base)
+    preset = DecoderPreset(
+        "p", {"r2": {"tau_s": 0.4, "early_exit": True}}, {"task": "arith", "split": "dev"}
+    )
+    write_preset(base, preset)
+    train(tiny_config(tiny, tmp_path / "run", model=str(base), max_steps=1, save_steps=1))
+    final = tmp_path / "run" / "final"
+    assert read_preset(final / PRESET_FILE).decoders == preset.decoders
+    card = (final / "README.md").read_text()
+    assert f"`{PRESET_FILE}` holds the decoder settings" in card and '"tau_s": 0.4' in card
+    # Without a preset the card says the model decodes with the official values.
+    train(tiny_config(tiny, tmp_path / "plain", max_steps=1, save_steps=1))
+    assert not (tmp_path / "plain" / "final" / PRESET_FILE).exists()
+    assert "official R² values" in (tmp_path / "plain" / "final" / "README.md").read_text()
+
+
 def test_model_card_has_before_after_table():
     config = TrainConfig(model="base/model", objective="certainty_forcing", train_block_length=32)
     records = [

@@ -143,7 +143,9 @@ class CollectConfig(TaskArgs, DecoderArgs):
     def base_decoder(self) -> DecoderConfig:
         """The decoder for this task, with this config's overrides; greedy (each candidate
         sets its temperature, see ``candidate_decoder``); trace on: R_total needs it."""
-        return self.resolve(task_class(self.task), temperature=0.0, record_trace=True)
+        return self.resolve(
+            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
+        )
 
     def redundancy_config(self) -> RedundancyConfig:
         values = {

@@ -29,6 +29,7 @@ class CommitRule(IntEnum):
     CONFIDENCE_CLUSTER = 2
     TOKEN_CLUSTER = 3
     TEMPORAL = 4
+    EARLY_EXIT = 5  # end-of-text fill after a complete answer (DecoderConfig.early_exit)
 
 
 def chosen_confidence(logits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -253,6 +254,14 @@ def temporal_commit(
         raise ValueError(f"temporal aggregation {agg!r} must be last, ave or max")
     commit = masked & (count >= k) & (aggregated >= tau_t) if k > 0 else torch.zeros_like(masked)
     return TemporalState(token, count, conf_sum, conf_max), commit
+
+
+def answer_complete(tokens: torch.Tensor, mask_id: int, end_ids: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: rows whose generated canvas ``tokens`` (``[N, G]``) holds a committed
+    end token (any of ``end_ids``: end of text, end of turn) with every position before it
+    committed. The response text, cut at the first end token, can no longer change."""
+    committed_prefix = (tokens != mask_id).long().cumprod(dim=-1).bool()
+    return (torch.isin(tokens, end_ids) & committed_prefix).any(dim=-1)
 
 
 def commit_step(

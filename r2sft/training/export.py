@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from r2sft.decoding.presets import PRESET_FILE
 from r2sft.training.config import TrainConfig
 from r2sft.training.tracking import TRACKED_KEYS, read_metrics
 
@@ -36,7 +37,17 @@ def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(final))
+        copy_decoder_preset(config.model, final)
     return final
+
+
+def copy_decoder_preset(base_model: str, final: Path) -> Path | None:
+    """The base model's decoder preset (``r2sft_decoding.json``), written into ``final``
+    so the fine-tuned model decodes with it by default and carries it to the Hub."""
+    from r2sft.decoding.presets import model_preset, write_preset
+
+    preset = model_preset(base_model)
+    return write_preset(final, preset) if preset is not None else None
 
 
 @contextmanager
@@ -112,6 +123,20 @@ def model_card(
             f"{config.cf_entropy_weight}, temperature {config.entropy_temperature})"
         ),
     }[config.objective]
+    decoding = "The model ships no decoder preset: it decodes with the official R² values."
+    preset_file = config.output_path / FINAL_DIR / PRESET_FILE
+    if preset_file.is_file():
+        preset = json.loads(preset_file.read_text())
+        tuned = preset.get("tuned") or {}
+        decoding = (
+            f"`{PRESET_FILE}` holds the decoder settings r2sft uses for this model by default "
+            f"(`--preset model`), copied from the base model `{config.model}`"
+            + (f", tuned on `{tuned.get('task')}` split `{tuned.get('split')}`" if tuned else "")
+            + ". Re-tune them for the fine-tuned weights with `python -m r2sft.tune --model "
+            "<this folder> --write`.\n\n```json\n"
+            + json.dumps(preset.get("decoders"), indent=2, sort_keys=True)
+            + "\n```"
+        )
     tuning = (
         f"LoRA r={config.lora_r}, alpha={config.lora_alpha} (merged; adapter in `adapter/`)"
         if config.lora
@@ -155,6 +180,10 @@ decoder `{config.decoder}`; before = step {before.get("step", "?")}, after = ste
 | metric | before | after |
 |---|---|---|
 {rows}
+
+## Decoder settings
+
+{decoding}
 
 ## Use
 

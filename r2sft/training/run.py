@@ -154,7 +154,7 @@ def build_tracker(
     return CheckpointTracker(
         task=task,
         examples=examples,
-        decoder=config.resolve(task, defaults=canvas),
+        decoder=config.resolve(task, defaults=canvas, model=config.model),
         tokenizer=loaded.tokenizer,
         spec=loaded.spec,
         batch_size=config.per_device_eval_batch_size,
