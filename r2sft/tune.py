@@ -249,8 +249,10 @@ def preset_from_picks(picks: dict[str, Any], report: dict[str, Any], decoder_for
         **{k: report[k] for k in ("task", "split", "num_examples", "max_accuracy_drop")},
         "baseline": {k: report["baseline"][k] for k in METRIC_KEYS},
         "reference_mean_nfe": report["reference"]["mean_nfe"],
-        "picks": {name: chosen and {k: chosen[k] for k in ("accuracy", "mean_nfe", "nfe_ratio")}
-                  for name, chosen in picks.items()},  # fmt: skip
+        "picks": {
+            name: chosen and {k: chosen[k] for k in ("accuracy", "mean_nfe", "nfe_ratio")}
+            for name, chosen in picks.items()
+        },  # fmt: skip
     }
     return DecoderPreset("tuned", decoders, tuned)
 
