@@ -165,7 +165,7 @@ def tune(args: TuneArgs) -> dict[str, Any]:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)  # fails now, not after the search
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    base_args = dataclasses.replace(args, preset=OFFICIAL)
+    base_args = args.decoder_args(preset=OFFICIAL)
     max_settings = max(1, args.budget // len(examples))
     seen: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=max_settings, desc="tune", unit="setting", disable=not args.progress)

@@ -15,7 +15,7 @@ import pytest
 
 from r2sft.collect import CollectConfig, run_collect
 from r2sft.collect.config import RUNTIME_FIELDS
-from r2sft.collect.pipeline import InvalidPromptError, candidate_decoder, candidate_seed
+from r2sft.collect.pipeline import InvalidPromptError, candidate_seed
 from r2sft.collect.selection import selection_key
 from r2sft.collect.shards import IncompatibleRunError, ShardStore
 from r2sft.config import ConfigError, parse_config
@@ -102,16 +102,57 @@ def test_seeds_are_deterministic_and_distinct() -> None:
     assert len(seeds) == 16 and all(0 <= seed < 2**63 for seed in seeds)
 
 
-def test_candidate_decoders_greedy_temperature_and_jitter() -> None:
-    config = CollectConfig(temperature=0.7, threshold_jitter=0.05, decoder="r2")
+def test_candidate_decoders_default_greedy_then_sampled() -> None:
+    config = CollectConfig(temperature=0.7, decoder="r2", num_candidates=4, preset="official")
+    decoders = config.candidate_decoders()
     base = config.base_decoder()
-    decoders = [candidate_decoder(base, config, k) for k in range(5)]
-    assert decoders[0].temperature == 0.0 and decoders[0].threshold == base.threshold
-    assert all(d.temperature == 0.7 for d in decoders[1:])
-    assert [round(d.threshold - base.threshold, 6) for d in decoders[1:]] == [
-        -0.05, 0.0, 0.05, -0.05,
-    ]  # fmt: skip
-    assert decoders[3].tau_s == pytest.approx(base.tau_s + 0.05)
+    assert [label for label, _ in decoders] == ["greedy", "sampled", "sampled", "sampled"]
+    assert decoders[0][1] == base and base.temperature == 0.0
+    assert all(d.temperature == 0.7 and d.threshold == base.threshold for _, d in decoders[1:])
+    plain = CollectConfig(greedy_first=False, num_candidates=2, preset="official")
+    assert [d.temperature for _, d in plain.candidate_decoders()] == [0.5, 0.5]
+
+
+def test_candidate_decoders_from_a_mix() -> None:
+    config = CollectConfig(
+        num_candidates=8, temperature=0.6, preset="official",
+        decoder_mix=["0.125: r2 temperature=0", "0.375: r2",
+                     "0.25: threshold threshold=0.5 temperature=1.0",
+                     "0.25: r2 tau_s=0.3 tau_t=0.3 temporal_k=2 early_exit=true"],
+    )  # fmt: skip
+    decoders = config.candidate_decoders()
+    labels = [label for label, _ in decoders]
+    assert (
+        labels
+        == ["r2 temperature=0"]
+        + ["r2"] * 3
+        + ["threshold threshold=0.5 temperature=1.0"] * 2
+        + ["r2 tau_s=0.3 tau_t=0.3 temporal_k=2 early_exit=true"] * 2
+    )
+    greedy, sampled, low, loose = decoders[0][1], decoders[1][1], decoders[4][1], decoders[6][1]
+    assert greedy.temperature == 0 and greedy.r2 and sampled.temperature == 0.6
+    assert not low.r2 and low.threshold == 0.5 and low.temperature == 1.0
+    assert (loose.tau_s, loose.tau_t, loose.temporal_k, loose.early_exit) == (0.3, 0.3, 2, True)
+    assert all(d.gen_length == greedy.gen_length for _, d in decoders)
+
+
+@pytest.mark.parametrize(
+    ("mix", "message"),
+    [
+        (["0.5: r2", "0.4: threshold"], "sum to 0.9"),
+        (["0.5 r2", "0.5: r2"], "SHARE: DECODER"),
+        (["0.5: greedy", "0.5: r2"], "unknown decoder 'greedy'"),
+        (["0.5: r2 tau=0.3", "0.5: r2"], "unknown option 'tau'"),
+        (["0.5: r2 tau_s=high", "0.5: r2"], "tau_s=high: expected float"),
+        (["0.5: r2 temperature=0", "0.5: r2"], "identical"),
+        (["0.9: r2", "0.1: threshold"], "gets no candidate"),
+        (["0.5: r2 gen_length=32", "0.5: r2"], "every candidate needs"),
+        (["0.5: r2 token_cluster_mode=all", "0.5: r2"], "choose one of"),
+    ],
+)
+def test_bad_decoder_mix_is_a_clear_error(mix: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CollectConfig(num_candidates=4, decoder_mix=mix, preset="official")
 
 
 def test_every_decoder_option_is_a_collect_flag() -> None:
@@ -247,8 +288,8 @@ def test_unknown_key_and_task_are_clear_errors(tiny_model: Path, tmp_path: Path)
         parse_config(CollectConfig, args=["--num_candidatez", "3"])
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         collect(tiny_model, tmp_path / "x", task="nope")
-    with pytest.raises(ValueError, match="threshold_jitter"):
-        CollectConfig(threshold_jitter=0.7)
+    with pytest.raises(ConfigError, match="--threshold_jitter"):
+        parse_config(CollectConfig, args=["--threshold_jitter", "0.05"])
 
 
 def test_bad_prompts_error_or_are_skipped(tiny_model: Path, tmp_path: Path) -> None:

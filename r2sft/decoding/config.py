@@ -238,6 +238,11 @@ class DecoderArgs:
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"--temperature {self.temperature} must be >= 0.")
 
+    def decoder_args(self, **changes: Any) -> DecoderArgs:
+        """These decoder options alone, as a plain :class:`DecoderArgs`, with ``changes``."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecoderArgs)}
+        return DecoderArgs(**{**values, **changes})
+
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""
         names = DECODER_ARG_FIELDS
