@@ -58,7 +58,8 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
     overwrite_output_dir: bool = field(
         default=False,
         metadata=_help("Start a fresh run in a used output_dir, deleting its checkpoints, "
-                       "metrics and final/ (else a used folder is an error)."),
+                       "metrics and final/ (else a used folder is an error); with "
+                       "--resume_from_checkpoint, delete the checkpoints after it."),
     )  # fmt: skip
     allow_unselected_data: bool = field(
         default=False,
