@@ -241,6 +241,14 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
     except OSError as error:
         where = "" if path.is_dir() else f"no local folder {name_or_path!r}, and the Hub: "
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{error}") from error
+    except ValueError as error:  # a model_type transformers does not know
+        if "model type" not in str(error) and "model_type" not in str(error):
+            raise
+        raise ModelLoadError(
+            f"cannot load --model {name_or_path!r}: its config.json names a model type that "
+            "neither r2sft nor this transformers knows. Use a LLaDA, Dream (--trust_remote_code) "
+            "or transformers masked-LM checkpoint, or fix model_type in config.json."
+        ) from error
 
 
 def load_model(

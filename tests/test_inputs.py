@@ -323,6 +323,9 @@ def test_a_missing_model_folder_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=r"empty has no config.json"):
         load_model(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "no_such_type"}')
+    with pytest.raises(ModelLoadError, match=r"names a model type that neither r2sft"):
+        load_model(str(tmp_path / "empty"))
 
 
 def test_a_truncated_weights_file_is_named_with_its_path(tiny_model: Path, tmp_path: Path) -> None:

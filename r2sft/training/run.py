@@ -152,9 +152,9 @@ def check_resume_options(config: TrainConfig, checkpoint: Path) -> None:
     if changed:
         raise UsedOutputDirError(
             f"resuming {checkpoint} with other options than the run that wrote it "
-            f"({'; '.join(changed)}); the checkpoint's optimizer and schedule would override "
-            "some of them. Resume with the same options, or start a new run in another "
-            "--output_dir."
+            f"({'; '.join(changed)}); a resumed run keeps the checkpoint's optimizer and "
+            "schedule, so the changes would be ignored or mixed into one run. Resume with the "
+            "same options, or start a new run in another --output_dir."
         )
 
 
