@@ -1,8 +1,10 @@
 """One SFT run end to end: data, model (LoRA or full), Trainer, tracking, export, Hub upload.
 
 Every input is checked before the model loads: the data must be a selected set, a resumed
-run must keep the options of the run it continues, and a fresh run needs an unused output
-folder (or ``--overwrite_output_dir``).
+run must keep the options of the run it continues (each checkpoint carries them), a fresh run
+needs an unused output folder (or ``--overwrite_output_dir``), and ``--push_to_hub`` needs a
+token the Hub accepts. A kill never costs a checkpoint its tracked metrics: resuming tracks a
+checkpoint whose tracking it cut short.
 """
 
 from __future__ import annotations
