@@ -52,7 +52,9 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return True
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+        # None itself passed above; NoneType must not accept every other value.
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return any(_accepts(arg, value) for arg in args)
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
     if annotation is float:

@@ -130,6 +130,15 @@ class EvaluateArgs(TaskArgs, DecoderArgs):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} must be >= 1.")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(
+                    f"--device {self.device!r} is not a torch device; use cpu, cuda or cuda:N."
+                ) from None
 
 
 def _print_table(metrics: dict[str, Any]) -> None:
@@ -140,6 +149,20 @@ def _print_table(metrics: dict[str, Any]) -> None:
         value = metrics[key]
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"  {key:<24}{text:>12}")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, not after a long evaluation, when ``path`` cannot be written (a file left
+    in place is unchanged; a new one is removed again)."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as error:
+        raise OSError(f"{flag} {path} cannot be written ({error}); choose another path.") from None
+    if not existed:
+        path.unlink()
 
 
 def run(args: EvaluateArgs) -> dict[str, Any]:
@@ -153,6 +176,8 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
             f"the embedded default model folder {EMBEDDED_MODEL_DIR} does not exist. Build it "
             "with `python launch/pretrain_embedded.py`, or pass --model."
         )
+    if args.output:
+        check_writable(Path(args.output), "--output")
     examples = task.load(args.split, limit=args.limit)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     metrics = evaluate(loaded, task, examples, decoder, batch_size=args.batch_size,

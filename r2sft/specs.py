@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -198,6 +199,58 @@ def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     return resolved
 
 
+class ModelLoadError(ValueError):
+    """The model source is missing or damaged; the message names it and the fix."""
+
+
+def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder or Hub id, after checking the source.
+
+    A local folder must hold ``config.json`` and whole ``*.safetensors`` files (their headers
+    are read, not the weights, so a truncated download is named before any loading); a name
+    that is no folder must be a valid Hub id. Every failure names the model and the fix.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    path = Path(name_or_path).expanduser()
+    fix = "pass --model a model folder (config.json, weights, tokenizer) or a Hub id 'org/name'"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model folder {path} has no config.json; {fix}.")
+        for weights in sorted(path.glob("*.safetensors")):
+            try:
+                with safe_open(str(weights), framework="pt"):
+                    pass
+            except Exception as error:  # noqa: BLE001  (safetensors' own error type)
+                raise ModelLoadError(
+                    f"weights file {weights} is damaged or truncated ({error}); download or "
+                    "save the model again."
+                ) from error
+    else:
+        try:
+            validate_repo_id(str(name_or_path))
+        except HFValidationError:
+            raise ModelLoadError(
+                f"model folder {name_or_path} does not exist (and it is not a Hub id); {fix}."
+            ) from None
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        where = "" if path.is_dir() else f"no local folder {name_or_path!r}, and the Hub: "
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{error}") from error
+    except ValueError as error:  # a model_type transformers does not know
+        if "model type" not in str(error) and "model_type" not in str(error):
+            raise
+        raise ModelLoadError(
+            f"cannot load --model {name_or_path!r}: its config.json names a model type that "
+            "neither r2sft nor this transformers knows. Use a LLaDA, Dream (--trust_remote_code) "
+            "or transformers masked-LM checkpoint, or fix model_type in config.json."
+        ) from error
+
+
 def load_model(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",
@@ -216,11 +269,11 @@ def load_model(
         trust_remote_code: allow the checkpoint's own modeling code (needed for Dream).
     """
     # Imported here: r2sft.__init__ imports r2sft.modeling, which must be registered first.
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     import r2sft.modeling  # noqa: F401
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    config = load_model_config(name_or_path, trust_remote_code=trust_remote_code)
     family = family_for_config(config)
     if family == "dream" and not trust_remote_code:
         raise ValueError(

@@ -302,8 +302,14 @@ def test_bad_prompts_error_or_are_skipped(tiny_model: Path, tmp_path: Path) -> N
         {"question": "Ava has 5 cards. She loses 1. How many?", "answer": "5 - 1 = 4\n#### 4"},
     ]
     (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(InvalidPromptError, match=r"2 invalid prompt.*empty prompt.*tokens"):
+    # A blank question is refused when the file is read, with its line; a prompt too long
+    # for the model once it is tokenised.
+    with pytest.raises(ValueError, match=r"train.jsonl:2: missing or empty field.*'question'"):
         collect(tiny_model, tmp_path / "strict", data_path=data)
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[2:]))
+    with pytest.raises(InvalidPromptError, match=r"1 invalid prompt.*prompt has \d+ tokens"):
+        collect(tiny_model, tmp_path / "strict", data_path=data)
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = collect(tiny_model, tmp_path / "lenient", data_path=data, skip_invalid=True)
     assert summary["invalid_prompts"] == 2 and summary["prompts"] == 2
 
@@ -348,6 +354,10 @@ def test_push_to_hub_uploads_card_then_selected(
         def __init__(self, token=None):
             calls.append(("api", token))
 
+        def whoami(self):  # the token check before any work
+            calls.append(("whoami",))
+            return {"name": "me"}
+
         def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
             calls.append(("create_repo", repo_id, repo_type, private))
 
@@ -358,16 +368,40 @@ def test_push_to_hub_uploads_card_then_selected(
         calls.append(("push", repo_id, len(self), kwargs.get("private")))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
     # A finished run re-run with --push_to_hub re-merges (nothing decoded) and pushes.
     summary = collect(tiny_model, reference_run, push_to_hub="me/trajectories")
     assert summary["prompts_collected_this_run"] == 0
-    assert [call[0] for call in calls] == ["api", "create_repo", "upload", "push"]
-    assert calls[0][1] is None  # the token comes from the environment, never from a flag
-    assert calls[1] == ("create_repo", "me/trajectories", "dataset", False)
-    upload = calls[2]
+    assert [call[0] for call in calls] == ["api", "whoami", "api", "create_repo", "upload", "push"]
+    assert calls[0][1] is None and calls[2][1] is None  # the token: environment, never a flag
+    assert calls[3] == ("create_repo", "me/trajectories", "dataset", False)
+    upload = calls[4]
     assert upload[1] == "README.md" and b"| selected |" in upload[4]
-    assert calls[3] == ("push", "me/trajectories", summary["selected"], False)
+    assert calls[5] == ("push", "me/trajectories", summary["selected"], False)
+
+
+def test_push_to_hub_offline_fails_before_any_decoding(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    import r2sft.specs
+    from r2sft.hub import HubError
+
+    class OfflineApi:
+        def whoami(self):
+            raise OSError("[Errno -2] Name or service not known")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the Hub was checked")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
+    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    with pytest.raises(HubError, match=r"me/d\): cannot reach the Hugging Face Hub"):
+        collect(tiny_model, tmp_path, push_to_hub="me/d")
+    assert not list(tmp_path.glob("shards/*.parquet"))
 
 
 def test_unloadable_model_names_the_flag(tmp_path: Path) -> None:

@@ -378,9 +378,56 @@ def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
     assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
     assert "| mean_nfe |" in (tmp_path / "final" / "README.md").read_text()
 
-    # Resume from checkpoint-2 in the same folder: steps after 2 are re-tracked, not doubled.
-    train(dataclasses.replace(config, resume_from_checkpoint=str(tmp_path / "checkpoint-2")))
+    # Resume from checkpoint-2 in the same folder (dropping the later checkpoints, which is
+    # what --overwrite_output_dir allows): steps after 2 are re-tracked, not doubled.
+    again = dataclasses.replace(
+        config, resume_from_checkpoint=str(tmp_path / "checkpoint-2"), overwrite_output_dir=True
+    )
+    train(again)
     assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4]
+
+
+class _Killed(Exception):
+    """Stands in for kill -9 right after a checkpoint's save."""
+
+
+def test_a_kill_right_after_a_save_loses_no_tracking_and_adds_no_step(tiny, tmp_path, monkeypatch):
+    """Killed after checkpoint-4 (the last) was saved but before it was tracked and exported:
+    the resumed run tracks checkpoint-4 from its own weights, trains no step past max_steps
+    (the Trainer alone would take step 5 here: 4 steps are not a whole number of epochs) and
+    exports those weights."""
+    from r2sft.training import train
+    from r2sft.training.tracking import CheckpointTracker, read_metrics
+
+    config = tiny_config(
+        tiny, tmp_path / "run", eval_limit=4, per_device_eval_batch_size=4,
+        gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH,
+    )  # fmt: skip
+    reference = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight")))
+
+    track = CheckpointTracker.track
+
+    def killed_at_step_4(self, state, checkpoint_dir):
+        if checkpoint_dir is not None and checkpoint_dir.name == "checkpoint-4":
+            raise _Killed
+        return track(self, state, checkpoint_dir)
+
+    monkeypatch.setattr(CheckpointTracker, "track", killed_at_step_4)
+    with pytest.raises(_Killed):
+        train(config)
+    monkeypatch.setattr(CheckpointTracker, "track", track)
+    run = tmp_path / "run"
+    assert [r["step"] for r in read_metrics(run)] == [0, 2]
+    assert not (run / "checkpoint-4" / "r2sft_metrics.json").exists()
+
+    train(dataclasses.replace(config, resume_from_checkpoint="latest"))
+    keys = ("step", "loss", "accuracy", "mean_nfe", "mean_r_total")
+    expected = [{k: r[k] for k in keys} for r in reference["records"]]
+    assert [{k: r[k] for k in keys} for r in read_metrics(run)] == expected
+    assert json.loads((run / "checkpoint-4" / "r2sft_metrics.json").read_text())["step"] == 4
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    final, saved = _final_weights(run / "final"), _final_weights(run / "checkpoint-4")
+    assert all(torch.equal(final[name], saved[name]) for name in saved)
 
 
 # ----------------------------------------------------------------------------- configs

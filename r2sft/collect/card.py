@@ -122,22 +122,32 @@ Collection wall time: {_fmt(summary.get("wall_seconds"))} s over {processes} pro
 """
 
 
-def push_selected(selected: Any, card: str, repo_id: str, private: bool = False) -> None:
+def push_selected(
+    selected: Any, card: str, repo_id: str, private: bool = False, saved_at: Any = None
+) -> None:
     """Push the selected dataset and its card to the Hub dataset repo ``repo_id``.
 
     The token comes from the environment (``HF_TOKEN``) or ``hf auth login``, never from a
     flag, so it is not echoed in logs or configs. The card goes up first: ``push_to_hub``
     then merges its ``dataset_info`` metadata into that README instead of writing its own.
+    A failure is one :class:`r2sft.hub.HubError` saying the data stays in ``saved_at``.
     """
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_file(
-        path_or_fileobj=card.encode(),
-        path_in_repo="README.md",
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message="r2sft collect: dataset card",
+    from r2sft.hub import hub_upload
+
+    later = (
+        f"The selected set is saved in {saved_at}; re-run the same collect.py command to push "
+        "it (nothing is decoded again)."
     )
-    selected.push_to_hub(repo_id, private=private, commit_message="r2sft collect: selected")
+    with hub_upload(repo_id, "the selected set", later):
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_file(
+            path_or_fileobj=card.encode(),
+            path_in_repo="README.md",
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message="r2sft collect: dataset card",
+        )
+        selected.push_to_hub(repo_id, private=private, commit_message="r2sft collect: selected")

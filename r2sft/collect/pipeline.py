@@ -33,6 +33,7 @@ from r2sft.collect.config import CollectConfig
 from r2sft.collect.selection import select_per_prompt, summarize
 from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
 from r2sft.decoding import DecoderConfig, RedundancyConfig
+from r2sft.hub import check_hub_access
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.records import check_record
 from r2sft.scoring import (
@@ -173,13 +174,14 @@ def merge_outputs(
     card = render_card(config, summary)
     atomic_write_text(root / "README.md", card)
     if config.push_to_hub:
-        push_selected(selected, card, config.push_to_hub, private=config.hub_private)
+        push_selected(selected, card, config.push_to_hub, private=config.hub_private,
+                      saved_at=root / "selected")  # fmt: skip
     return summary
 
 
 def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     """Run (or resume) a collection; returns the summary on the main process, else None."""
-    from r2sft.specs import load_model
+    from r2sft.specs import ModelLoadError, load_model
 
     start = time.monotonic()
     accelerator = _accelerator(config)
@@ -200,10 +202,14 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     store = ShardStore(config.output_dir)
     inputs = (config.fingerprint(), model_fingerprint(config.model), prompt_hashes(examples))
     resumed = store.check_compatible(*inputs)  # on every rank: all fail alike
+    if config.push_to_hub:
+        check_hub_access(config.push_to_hub)
     if accelerator.is_main_process:
         store.prepare(*inputs)
     try:
         loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
+    except ModelLoadError:
+        raise  # already names the model and the fix
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"collect: cannot load --model {config.model!r}: {error}. Give a local dLLM folder "
