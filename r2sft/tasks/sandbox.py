@@ -1,6 +1,6 @@
 """Run untrusted, model-written code against its tests in a sandbox (code-task scoring).
 
-A run is one ``python -I -B sandbox_harness.py`` process (see
+A run is one ``python -I -S -B sandbox_harness.py`` process (see
 :mod:`r2sft.tasks.sandbox_harness` for the sequence). The verdict comes from the tests,
 not from an exit status: the harness runs the solution in a separate, unprivileged worker
 process, runs the tests itself, calling the solution's functions through a pipe that only
@@ -35,17 +35,19 @@ user's rights: use a container or VM for adversarial code there. See docs/sandbo
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,7 +98,6 @@ class SandboxResult:
     every test returned. ``detail`` says why not (or "every test returned")."""
 
     passed: bool
-    returncode: int | None
     timed_out: bool
     stdout: str
     stderr: str
@@ -137,7 +138,7 @@ def probe(prefix: tuple[str, ...]) -> Isolation | str:
     attempt = Isolation(prefix, plan="", established={})
     result, verdict = _execute(_PROBE, SandboxLimits(timeout_s=60), attempt, strict=False)
     if not result.passed:
-        return result.detail or result.stderr[-500:] or f"exit status {result.returncode}"
+        return result.detail or result.stderr[-500:] or "no verdict"
     return Isolation(prefix, verdict["plan"], verdict["isolation"])
 
 
@@ -235,25 +236,73 @@ def _processes_of_user(uid: int) -> int:
     return count
 
 
+@functools.lru_cache(maxsize=1)
+def _site_packages() -> list[str]:
+    """This interpreter's site-packages folders (the harness starts without ``site``)."""
+    return [path for path in site.getsitepackages() if os.path.isdir(path)]
+
+
+def _python_dirs() -> list[str]:
+    """This interpreter's (virtual) environment: what ``python`` spawned in the sandbox
+    needs besides the base installation."""
+    return [sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+
+
 def _tail(path: Path, limit: int) -> str:
     data = path.read_bytes() if path.exists() else b""
     return data[-limit:].decode("utf-8", errors="replace")
 
 
-def _read_verdict(fd: int) -> dict:
-    """What the harness wrote on the verdict pipe ({} when nothing well-formed)."""
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-    chunks = []
+def _exchange(
+    process: subprocess.Popen, payload: bytes, verdict_fd: int, deadline: float
+) -> bytes | None:
+    """Feed ``payload`` to the harness and collect what it writes on the verdict pipe until
+    it closes it (before the sandbox is torn down, which takes a while with namespaces);
+    None when ``deadline`` passes first."""
+    assert process.stdin is not None
+    stdin = process.stdin.fileno()
+    os.set_blocking(stdin, False)
+    poller = select.poll()  # not select.select: descriptors may exceed FD_SETSIZE
+    poller.register(verdict_fd, select.POLLIN)
+    poller.register(stdin, select.POLLOUT)
+    pending, chunks = memoryview(payload), []
     try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    except BlockingIOError:
-        pass
+        while (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                if fd == verdict_fd:
+                    chunk = os.read(verdict_fd, 1 << 16)
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+                    continue
+                try:
+                    pending = pending[os.write(stdin, pending) :]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:  # the harness ended early; its verdict says why
+                    pending = pending[:0]
+                if not pending:
+                    poller.unregister(stdin)
+                    process.stdin.close()
+        return None
+    finally:
+        process.stdin.close()
+
+
+def _parse_verdict(data: bytes | None) -> dict:
     try:
-        verdict = json.loads(b"".join(chunks))
+        verdict = json.loads(data or b"")
     except ValueError:
         return {}
     return verdict if isinstance(verdict, dict) else {}
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process of ``uid`` (the run's own uid, without a PID namespace), as that
+    uid: the harness could not, having been killed at the timeout."""
+    kill_all = "import os, signal; os.kill(-1, signal.SIGKILL)"
+    command = [sys.executable, "-I", "-S", "-c", kill_all]
+    subprocess.run(command, user=uid, group=uid, extra_groups=[], check=False, timeout=30)
 
 
 def _execute(
@@ -262,7 +311,9 @@ def _execute(
     """One sandboxed run; ``strict`` makes the harness refuse to run the solution unless it
     sets up exactly ``isolation.established``."""
     token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="r2sft-sandbox-") as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix="r2sft-sandbox-", ignore_cleanup_errors=True
+    ) as scratch:
         scratch_path = Path(scratch)
         mountpoint, work = scratch_path / "root", scratch_path / "work"
         mountpoint.mkdir()
@@ -271,11 +322,10 @@ def _execute(
         home = "/tmp" if isolation.namespaces else str(work)
         env = {"PATH": _PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
         verdict_read, verdict_write = os.pipe()
-        command = [*isolation.prefix, sys.executable, "-I", "-B", str(HARNESS)]
+        command = [*isolation.prefix, sys.executable, "-I", "-S", "-B", str(HARNESS)]
         command += [str(verdict_write), str(mountpoint)]
         stdout_path, stderr_path = scratch_path / "stdout.txt", scratch_path / "stderr.txt"
         start = time.monotonic()
-        timed_out = False
         try:
             with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
                 try:
@@ -291,53 +341,61 @@ def _execute(
                     )
                 finally:
                     os.close(verdict_write)
-                same_user = isolation.plan in ("caps", "")
-                setup = {
-                    "namespaces": isolation.namespaces,
-                    "solution": check.solution,
-                    "uid": _UID_BASE + process.pid % (1 << 22),  # unique among live runs
-                    "work": str(work),
-                    "expect": isolation.established if strict else None,
-                    "expect_plan": isolation.plan if strict else None,
-                    "limits": {
-                        "memory_bytes": limits.memory_mb * 2**20,
-                        "file_bytes": limits.max_file_mb * 2**20,
-                        "cpu_seconds": max(1, int(limits.timeout_s) + 1),
-                        "processes": limits.max_processes,
-                        "nproc": (
-                            _processes_of_user(os.getuid()) + limits.max_processes
-                            if same_user
-                            else limits.max_processes
-                        ),
-                        "work_mb": limits.work_mb,
-                    },
-                }
-                job = {
-                    "token": token,
-                    "tests": check.tests,
-                    "context": check.context,
-                    "entry_points": list(check.entry_points),
-                }
-                try:
-                    process.communicate(frame(setup) + frame(job), timeout=limits.timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                finally:
-                    # Kill the group even after a normal exit: background children may linger.
-                    try:
-                        os.killpg(process.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                    process.wait()
-            verdict = _read_verdict(verdict_read)
+            uid = _UID_BASE + process.pid % (1 << 22)  # unique among live runs
+            same_user = isolation.plan in ("caps", "")
+            setup = {
+                "namespaces": isolation.namespaces,
+                "site_packages": _site_packages(),
+                "python_dirs": _python_dirs(),
+                "solution": check.solution,
+                "uid": uid,
+                "work": str(work),
+                "expect": isolation.established if strict else None,
+                "expect_plan": isolation.plan if strict else None,
+                "limits": {
+                    "memory_bytes": limits.memory_mb * 2**20,
+                    "file_bytes": limits.max_file_mb * 2**20,
+                    "cpu_seconds": max(1, int(limits.timeout_s) + 1),
+                    "processes": limits.max_processes,
+                    "nproc": (
+                        _processes_of_user(os.getuid()) + limits.max_processes
+                        if same_user
+                        else limits.max_processes
+                    ),
+                    "work_mb": limits.work_mb,
+                },
+            }
+            job = {
+                "token": token,
+                "tests": check.tests,
+                "context": check.context,
+                "entry_points": list(check.entry_points),
+            }
+            payload = frame(setup) + frame(job)
+            try:
+                received = _exchange(process, payload, verdict_read, start + limits.timeout_s)
+            finally:
+                try:  # the whole group, even after a verdict: nothing of the run may linger
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         finally:
             os.close(verdict_read)
+        timed_out = received is None
+        if isolation.namespaces:
+            # The kernel kills what is left with the PID namespace; tearing the namespaces
+            # down takes milliseconds that the verdict need not wait for.
+            threading.Thread(target=process.wait, daemon=True).start()
+        else:
+            process.wait()
+            if timed_out and isolation.plan == "uid":
+                _kill_uid(uid)
         duration = time.monotonic() - start
+        verdict = _parse_verdict(received)
         passed = not timed_out and verdict.get("token") == token and verdict.get("passed") is True
         detail = "timed out" if timed_out else str(verdict.get("detail") or "no verdict")
         result = SandboxResult(
             passed=passed,
-            returncode=process.returncode,
             timed_out=timed_out,
             stdout=_tail(stdout_path, limits.max_output_chars),
             stderr=_tail(stderr_path, limits.max_output_chars),

@@ -1,7 +1,7 @@
 """The code sandbox's first process: isolation, the solution in a separate worker, the tests
 here, and the verdict on a pipe only this process holds.
 
-Started by :mod:`r2sft.tasks.sandbox` as ``python -I -B sandbox_harness.py VERDICT_FD
+Started by :mod:`r2sft.tasks.sandbox` as ``python -I -S -B sandbox_harness.py VERDICT_FD
 MOUNTPOINT`` (inside ``unshare`` when namespaces are available). Standard library only: the
 project is not importable inside the sandbox. Written by hand because no pip-installable
 library gives a namespace sandbox (bubblewrap, nsjail and firejail are system packages).
@@ -288,10 +288,15 @@ def _place(host_path: str, tree: str) -> str | None:
     return target
 
 
+_parent_python: list[str] = []  # the parent's venv and site-packages (from the setup)
+
+
 def python_paths() -> list[str]:
-    """The folders this interpreter reads: its prefixes and every existing sys.path entry."""
+    """The folders this interpreter reads: its prefixes, every existing sys.path entry, and
+    the parent's venv (whose ``bin/python`` and ``pyvenv.cfg`` a spawned Python needs)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.update(entry for entry in sys.path if entry and os.path.isabs(entry))
+    paths.update(_parent_python)
     return [path for path in paths if os.path.exists(path)]
 
 
@@ -660,6 +665,10 @@ def run_job(job: dict, channel: Channel) -> tuple[bool, str]:
 def main() -> None:
     verdict_fd, mountpoint = int(sys.argv[1]), sys.argv[2]
     setup = read_frame(0)
+    # Started with -S (site's .pth processing costs more than the rest of a run): the
+    # parent's site-packages folders, without their .pth files.
+    sys.path.extend(path for path in setup["site_packages"] if path not in sys.path)
+    _parent_python.extend(setup["python_dirs"])
     report: dict[str, str] = {}
     verdict = {"token": "", "passed": False, "detail": "", "isolation": report, "plan": None}
     worker = plan = None
@@ -694,12 +703,12 @@ def main() -> None:
     except BaseException as error:
         traceback.print_exc()
         verdict["detail"] = f"sandbox setup failed: {type(error).__name__}: {error}"
+    if worker and not setup["namespaces"]:
+        _end_worker(worker, plan, setup["uid"])  # before the verdict: the parent then kills us
     sys.stdout.flush()
     sys.stderr.flush()
     write_all(verdict_fd, json.dumps(verdict).encode())
     os.close(verdict_fd)
-    if worker and not setup["namespaces"]:
-        _end_worker(worker, plan, setup["uid"])
     os._exit(0)
 
 
@@ -710,12 +719,15 @@ def _end_worker(worker: int, plan: str, uid: int) -> None:
         os.kill(worker, 9)
     except OSError:
         pass
-    if plan == "uid" and os.fork() == 0:
-        try:
-            os.setresuid(uid, uid, uid)
-            os.kill(-1, 9)
-        finally:
-            os._exit(0)
+    if plan == "uid":
+        killer = os.fork()
+        if killer == 0:
+            try:
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, 9)
+            finally:
+                os._exit(0)
+        os.waitpid(killer, 0)
 
 
 if __name__ == "__main__":
