@@ -3,10 +3,15 @@ The attack corpus is in test_sandbox_attacks.py."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
+import uuid
 from collections import Counter, namedtuple
 from pathlib import Path
 
@@ -161,30 +166,39 @@ def test_infinite_loop_is_killed_at_timeout(sandbox_mode: str) -> None:
     assert time.monotonic() - start < 10
 
 
-def _sandbox_processes() -> list[str]:
-    """PIDs of sandbox processes (none may outlive its run)."""
+@pytest.fixture
+def marker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A string in the command line of every process of this test's sandboxes (other
+    sandboxes may run on the machine at the same time)."""
+    marker = f"r2sft-test-{uuid.uuid4().hex[:12]}"
+    named = functools.partial(tempfile.TemporaryDirectory, suffix=marker)
+    monkeypatch.setattr(sandbox.tempfile, "TemporaryDirectory", named)
+    return marker
+
+
+def _live_processes(marker: str) -> list[str]:
+    """PIDs of live processes whose command line holds ``marker``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
                 status = (entry / "status").read_text()
-                if b"r2sft-sandbox-" in cmdline or b"time.sleep(30)" in cmdline:
-                    if "State:\tZ" not in status:  # zombies are dead, awaiting their reaper
-                        found.append(entry.name)
+                if marker.encode() in cmdline and "State:\tZ" not in status:  # zombies: dead
+                    found.append(entry.name)
             except OSError:
                 continue
     return found
 
 
-def _none_left() -> list[str]:
+def _none_left(marker: str) -> list[str]:
     deadline = time.monotonic() + 3  # SIGKILLed processes may take a moment to vanish
-    while _sandbox_processes() and time.monotonic() < deadline:
+    while _live_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _sandbox_processes()
+    return _live_processes(marker)
 
 
-def test_fork_bomb_is_contained_and_leaves_no_process(sandbox_mode: str) -> None:
+def test_fork_bomb_is_contained_and_leaves_no_process(sandbox_mode: str, marker: str) -> None:
     code = (
         "import os, time\n"
         "while True:\n"
@@ -197,19 +211,33 @@ def test_fork_bomb_is_contained_and_leaves_no_process(sandbox_mode: str) -> None
     result = _run(code, timeout_s=2.0, max_processes=4)
     assert not result.passed
     assert time.monotonic() - start < 15
-    assert _none_left() == []
+    assert _none_left(marker) == []
 
 
-def test_no_process_survives_timeout(sandbox_mode: str) -> None:
+def test_no_process_survives_timeout(sandbox_mode: str, marker: str) -> None:
     # A background child that outlives its parent must still be killed with the sandbox.
     code = (
         "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30) # {marker}'])\n"
         "time.sleep(30)\n"
     )
     result = _run(code, timeout_s=1.0)
     assert result.timed_out
-    assert _none_left() == []
+    assert _none_left(marker) == []
+
+
+def test_a_daemon_dies_with_the_run(sandbox_mode: str, marker: str) -> None:
+    # It leaves the process group (setsid), so killing the group would miss it.
+    solution = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    time.sleep(30)\n"
+        "def f():\n"
+        "    return 1\n"
+    )
+    assert _run(solution, "assert f() == 1\n", ("f",)).passed
+    assert _none_left(marker) == []
 
 
 def test_writes_stay_in_the_work_folder(sandbox_mode: str, tmp_path: Path) -> None:
@@ -283,3 +311,27 @@ def test_a_run_refuses_isolation_other_than_the_probed_one(sandbox_mode: str) ->
     check = CodeCheck("def f():\n    return 1\n", "assert f() == 1\n", ("f",))
     result, _ = sandbox._execute(check, FAST, claimed)
     assert not result.passed and "isolation differs" in result.detail
+
+
+def test_signals_reach_the_sandbox_only(sandbox_mode: str) -> None:
+    outsider = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        solution = (
+            "import os, signal, subprocess, sys\n"
+            "def run():\n"
+            "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "    child.kill()\n"  # its own child: allowed
+            "    child.wait()\n"
+            f"    for pid in ({outsider.pid}, -1):\n"
+            "        try:\n"
+            "            os.kill(pid, signal.SIGKILL)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    return child.returncode\n"
+        )
+        result = _run(solution, "assert run() == -9\n", ("run",))
+        assert result.passed, result.stderr
+        assert outsider.poll() is None  # the process outside the sandbox lives on
+    finally:
+        outsider.kill()
+        outsider.wait()

@@ -58,7 +58,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 MNT_DETACH = 2
 CLONE_NEWUSER = 0x10000000
-PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 24, 36, 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41}  # syscall numbers
 
@@ -413,25 +413,51 @@ def describe_user(plan: str, setup: dict) -> str:
     }[plan]
 
 
-_AUDIT_HOOK = """
-import os
-
-def install(work, max_children, block_sockets, block_kill):
-    top = os.getpid()
+def install_audit_hook(
+    work: str, max_children: int, block_sockets: bool, block_signals: bool
+) -> None:
+    """The Python-level layer: refuse writes outside ``work``, process creation past
+    ``max_children`` (and from any process but this one), and optionally sockets and
+    signals to processes outside the sandbox's process group. ctypes or a shell bypass it;
+    the namespaces do not depend on it."""
+    # Bound now: the solution may replace the os module's functions.
+    realpath, fsdecode, getpid, getpgid = os.path.realpath, os.fsdecode, os.getpid, os.getpgid
+    top = getpid()
     children = [0]
-    spawn = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system",
-             "subprocess.Popen", "os.exec", "pty.spawn")
-    paths = ("os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.chmod", "os.chown",
-             "os.symlink", "os.link", "os.truncate", "os.utime", "shutil.rmtree",
-             "shutil.move", "shutil.copyfile", "shutil.copytree")
+    spawn = (
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.system",
+        "subprocess.Popen",
+        "os.exec",
+        "pty.spawn",
+    )
+    paths = (
+        "os.remove",
+        "os.rmdir",
+        "os.mkdir",
+        "os.rename",
+        "os.chmod",
+        "os.chown",
+        "os.symlink",
+        "os.link",
+        "os.truncate",
+        "os.utime",
+        "shutil.rmtree",
+        "shutil.move",
+        "shutil.copyfile",
+        "shutil.copytree",
+    )
 
     def inside(path):
         if isinstance(path, int):
             return True  # an already open descriptor
-        path = os.fsdecode(path)
+        path = fsdecode(path)
         if path == "/dev/null":
             return True
-        real = os.path.realpath(path)  # relative paths: against the current folder
+        real = realpath(path)  # relative paths: against the current folder
         return real == work or real.startswith(work + os.sep)
 
     def hook(event, args):
@@ -447,19 +473,27 @@ def install(work, max_children, block_sockets, block_kill):
                 if isinstance(arg, (str, bytes, os.PathLike)) and not inside(arg):
                     raise PermissionError(f"sandbox: {event} outside the work folder")
         elif event.startswith(spawn):
-            if os.getpid() != top:
+            if getpid() != top:
                 raise PermissionError("sandbox: child processes may not create processes")
             children[0] += 1
             if children[0] > max_children:
                 raise PermissionError("sandbox: process limit reached")
         elif block_sockets and event in ("socket.__new__", "socket.connect", "socket.bind"):
             raise PermissionError("sandbox: network access is disabled")
-        elif block_kill and event in ("os.kill", "os.killpg") and args[0] != os.getpid():
-            raise PermissionError("sandbox: signals to other processes are disabled")
+        elif block_signals and event in ("os.kill", "os.killpg") and not own(event, args[0]):
+            raise PermissionError("sandbox: signals outside the sandbox's processes")
 
-    import sys
+    def own(event, target):
+        # Whether a signal to ``target`` stays in the sandbox's process group.
+        if event == "os.kill" and target > 0:
+            try:
+                return getpgid(target) == getpgid(0)
+            except OSError:
+                return True  # no such process: the signal itself fails
+        group = target if event == "os.killpg" else -target
+        return target == 0 or group == getpgid(0)
+
     sys.addaudithook(hook)
-"""
 
 
 def _enter_worker(setup: dict, plan: str, keep: tuple[int, int]) -> None:
@@ -498,10 +532,8 @@ def _enter_worker(setup: dict, plan: str, keep: tuple[int, int]) -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # the run may end with a SIGKILL
-    hook = types.ModuleType("r2sft_sandbox_hook")
-    exec(compile(_AUDIT_HOOK, "<sandbox hook>", "exec"), hook.__dict__)
     fallback = not setup["namespaces"]
-    hook.install(os.path.realpath(os.getcwd()), limits["processes"], fallback, fallback)
+    install_audit_hook(os.path.realpath(os.getcwd()), limits["processes"], fallback, fallback)
 
 
 def run_worker(setup: dict, plan: str, requests: int, replies: int) -> None:
@@ -678,8 +710,10 @@ def main() -> None:
         verdict["plan"] = plan
         if setup["namespaces"]:
             report.update(build_root(mountpoint, setup["limits"]["work_mb"]))
-        elif plan == "uid":
-            os.chown(setup["work"], setup["uid"], setup["uid"])
+        else:
+            prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of the solution come back to us
+            if plan == "uid":
+                os.chown(setup["work"], setup["uid"], setup["uid"])
         report["user"] = describe_user(plan, setup)
         if setup["expect"] is not None and report != setup["expect"]:
             raise RuntimeError(f"isolation differs from the probe's: {report} != {setup['expect']}")
@@ -712,9 +746,25 @@ def main() -> None:
     os._exit(0)
 
 
+def _children() -> list[int]:
+    """This process's children (orphans included: it is their subreaper)."""
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == me:
+                found.append(int(name))
+    return found
+
+
 def _end_worker(worker: int, plan: str, uid: int) -> None:
-    """Without a PID namespace, kill what the worker left. With its own uid, a process of
-    that uid kills every process of that uid (daemons that left the process group too)."""
+    """Without a PID namespace, kill what the worker left: every descendant (orphans come
+    to this process, the subreaper, daemons that left the process group included) and, with
+    a uid of its own, every process of that uid."""
     try:
         os.kill(worker, 9)
     except OSError:
@@ -728,6 +778,16 @@ def _end_worker(worker: int, plan: str, uid: int) -> None:
             finally:
                 os._exit(0)
         os.waitpid(killer, 0)
+    for _ in range(100):  # a forking process may add children while they are killed
+        children = _children()
+        if not children:
+            break
+        for child in children:
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
