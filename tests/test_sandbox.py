@@ -276,8 +276,8 @@ def test_memory_limit(sandbox_mode: str) -> None:
 def test_isolation_report_states_what_is_in_force(sandbox_mode: str) -> None:
     report = isolation_report(sandbox.current_isolation())
     assert set(report) == {
-        "verdict", "namespaces", "filesystem", "proc", "user", "network", "processes",
-        "memory", "environment",
+        "verdict", "namespaces", "filesystem", "proc", "user", "tests", "network",
+        "processes", "memory", "environment",
     }  # fmt: skip
     if sandbox_mode == "no-namespaces":
         assert report["namespaces"].startswith("none") and "host" in report["filesystem"]
@@ -285,6 +285,7 @@ def test_isolation_report_states_what_is_in_force(sandbox_mode: str) -> None:
         assert report["filesystem"].startswith("read-only minimal root (pivot_root")
         assert report["proc"].startswith("private /proc") and "PID" in report["namespaces"]
         assert "no capabilities" in report["user"] and "parent's uid" not in report["user"]
+        assert "no capabilities" in report["tests"]
 
 
 def test_weaker_isolation_is_warned_about_once(

@@ -31,6 +31,11 @@ in force; a weaker setup is logged once as a warning and recorded in the collect
 Without namespaces (no ``unshare``, or a kernel/container that refuses them) the sandbox
 still judges by the tests, but the solution sees the host's files and ``/proc`` with its
 user's rights: use a container or VM for adversarial code there. See docs/sandbox.md.
+
+Written by hand: the reference harnesses (human-eval, evalplus, lm-eval) run the tests in
+the solution's own process and judge by its exit status, which any ``sys.exit(0)`` forges,
+and the namespace sandboxes (bubblewrap, nsjail) are system packages, while this project
+installs with pip only; ``unshare`` (util-linux) is on every Linux.
 """
 
 from __future__ import annotations
@@ -208,6 +213,7 @@ def isolation_report(isolation: Isolation | None = None) -> dict[str, str]:
             "proc", "the host's /proc (other processes of the same user are visible)"
         ),
         "user": iso.established.get("user", "unknown"),
+        "tests": iso.established.get("tests", "run by the harness as the parent's user"),
         "network": (
             "empty network namespace"
             if iso.namespaces
@@ -342,6 +348,7 @@ def _execute(
                 finally:
                     os.close(verdict_write)
             uid = _UID_BASE + process.pid % (1 << 22)  # unique among live runs
+            harness_uid = uid + (1 << 22)  # the tests' own, as unique
             same_user = isolation.plan in ("caps", "")
             setup = {
                 "namespaces": isolation.namespaces,
@@ -349,6 +356,7 @@ def _execute(
                 "python_dirs": _python_dirs(),
                 "solution": check.solution,
                 "uid": uid,
+                "harness_uid": harness_uid,
                 "work": str(work),
                 "expect": isolation.established if strict else None,
                 "expect_plan": isolation.plan if strict else None,

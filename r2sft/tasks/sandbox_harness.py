@@ -715,6 +715,12 @@ def main() -> None:
             if plan == "uid":
                 os.chown(setup["work"], setup["uid"], setup["uid"])
         report["user"] = describe_user(plan, setup)
+        if setup["namespaces"]:
+            report["tests"] = (
+                "run by the harness under a second per-run uid, no capabilities"
+                if plan == "uid"
+                else "run by the harness as the namespace's root, no capabilities"
+            )
         if setup["expect"] is not None and report != setup["expect"]:
             raise RuntimeError(f"isolation differs from the probe's: {report} != {setup['expect']}")
         to_worker, from_worker = os.pipe(), os.pipe()
@@ -732,6 +738,7 @@ def main() -> None:
         if setup["namespaces"]:
             os.chroot(TREE)  # the tests import from the same tree the worker sees
             os.chdir("/")
+            drop_harness_privileges(plan, setup["harness_uid"])
         passed, detail = run_job(job, Channel(to_worker[1], from_worker[0]))
         verdict.update(passed=passed, detail=detail)
     except BaseException as error:
@@ -744,6 +751,20 @@ def main() -> None:
     write_all(verdict_fd, json.dumps(verdict).encode())
     os.close(verdict_fd)
     os._exit(0)
+
+
+def drop_harness_privileges(plan: str, uid: int) -> None:
+    """With namespaces, once the tree is entered and the worker started, the harness needs
+    no privilege: the tests run without root, so even a flaw in reading the worker's
+    replies would not hand out the sandbox's root."""
+    if plan == "uid":
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        drop_bounding_set()
+        os.setresuid(uid, uid, uid)
+    drop_capabilities()
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_DUMPABLE, 0)  # a uid change resets it
 
 
 def _children() -> list[int]:
