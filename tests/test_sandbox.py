@@ -336,3 +336,17 @@ def test_signals_reach_the_sandbox_only(sandbox_mode: str) -> None:
     finally:
         outsider.kill()
         outsider.wait()
+
+
+def test_installed_packages_import_and_the_tests_run_unprivileged(sandbox_mode: str) -> None:
+    # site-packages come from the parent (the harness starts without site); with namespaces
+    # the harness itself drops every capability before it runs the tests.
+    solution = "import yaml\ndef load(text):\n    return yaml.safe_load(text)\n"
+    tests = "assert load('a: [1, 2]') == {'a': [1, 2]}\n"
+    if sandbox_mode != "no-namespaces":
+        tests += (
+            "status = open('/proc/self/status').read()\n"
+            "assert status.split('CapEff:')[1].split()[0] == '0000000000000000', status\n"
+        )
+    result = _run(solution, tests, ("load",))
+    assert result.passed, result.stderr
