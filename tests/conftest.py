@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,32 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LLaDAModelLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@functools.cache
+def _sandbox_isolation(mode: str) -> object:
+    """The sandbox isolation of ``mode`` on this machine, or why it is unavailable."""
+    from r2sft.tasks import sandbox
+
+    if mode == "no-namespaces":
+        return sandbox.probe(())
+    wanted = [p for p in sandbox.namespace_prefixes() if ("--user" in p) == (mode == "userns")]
+    if not wanted:
+        return "unshare cannot do this here" if mode == "userns" else "not root"
+    return sandbox.probe(wanted[0])
+
+
+SANDBOX_MODES = ("namespaces", "userns", "no-namespaces")
+
+
+@pytest.fixture(params=SANDBOX_MODES)
+def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test under each isolation this machine can set up: namespaces as root, in a
+    user namespace (what an unprivileged user gets), and none (the fallback)."""
+    from r2sft.tasks import sandbox
+
+    isolation = _sandbox_isolation(request.param)
+    if isinstance(isolation, str):
+        pytest.skip(f"sandbox mode {request.param} unavailable here: {isolation}")
+    monkeypatch.setattr(sandbox, "current_isolation", lambda: isolation)
+    return request.param
