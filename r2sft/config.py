@@ -82,16 +82,28 @@ def load_yaml_config(path: str | Path, dataclass_types: tuple[type, ...]) -> dic
         raise ConfigError(
             f"{path}: expected a mapping of option: value, got {type(values).__name__}."
         )
+    return check_config_values(values, dataclass_types, source=str(path))
+
+
+def check_config_values(
+    values: dict[str, Any], dataclass_types: tuple[type, ...], source: str
+) -> dict[str, Any]:
+    """Check every key and scalar type of ``values`` against the dataclasses' fields.
+
+    Raises:
+        ConfigError: naming ``source`` (where the values came from), the unknown key with
+            the nearest valid ones, or the wrongly typed value and the expected type.
+    """
     hints = _field_types(dataclass_types)
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(
-                f"{path}: unknown config key {key!r}.{_suggest(str(key), sorted(hints))} "
+                f"{source}: unknown config key {key!r}.{_suggest(str(key), sorted(hints))} "
                 f"Valid keys: {', '.join(sorted(hints))}."
             )
         if not _accepts(hints[key], value):
             raise ConfigError(
-                f"{path}: key {key!r} has value {value!r} of type {type(value).__name__}, "
+                f"{source}: key {key!r} has value {value!r} of type {type(value).__name__}, "
                 f"expected {hints[key]}."
             )
     return values
