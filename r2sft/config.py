@@ -50,6 +50,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
     """Loose type check of a YAML value against a field annotation (scalars only)."""
     if value is None or annotation is Any:
         return True
+    if annotation is type(None):  # the None of an optional field admits only None
+        return False
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_accepts(arg, value) for arg in typing.get_args(annotation))
