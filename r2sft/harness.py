@@ -48,12 +48,12 @@ implements lm-eval's ``LM`` interface on top of :func:`r2sft.scoring.decode_rows
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+import typing
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,10 +114,10 @@ def harness_args(values: dict[str, Any], source: str = "--model_args") -> Harnes
     (``token_cluster_mode=none``) a None is taken as that word, since setting an option to
     "unset" would be meaningless.
     """
-    hints = {f.name: f for f in dataclasses.fields(HarnessArgs)}
+    hints = typing.get_type_hints(HarnessArgs)
     fixed = dict(values)
     for key, value in values.items():
-        if value is None and key in hints and "'none'" in str(hints[key].type):
+        if value is None and "'none'" in str(hints.get(key, "")):
             fixed[key] = "none"
     if fixed.get("batch_size") == "auto":
         raise ValueError(
