@@ -442,8 +442,13 @@ def main(argv: list[str] | None = None) -> None:
             continue
         for line in cost_lines(model.cost_report()):
             print(line)
-        results = results_file(options.output_path, started) if options.output_path else None
-        if results is not None:
+        if options.output_path is None:
+            continue
+        results = results_file(options.output_path, started)
+        if results is None:
+            print(f"r2sft cost | no lm-eval results file under {options.output_path} from this "
+                  "run; the per-request costs were not written")  # fmt: skip
+        else:
             print(f"r2sft cost | wrote {write_cost_report(model, results)}")
 
 

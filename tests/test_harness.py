@@ -136,6 +136,16 @@ def test_until_and_max_gen_toks_shorten_the_answer(model):
     assert capped == decode_response(model.tokenizer, canvas, rows[0]["response_ids"][:2])
 
 
+def test_budget_beyond_the_canvas_and_foreign_kwargs_are_reported(tiny_model, caplog):
+    fresh = R2SFTLM(pretrained=str(tiny_model), **SMALL)
+    request = _request(_prompts(fresh)[0], {**GREEDY, "max_gen_toks": 100, "top_p": 0.9})
+    with caplog.at_level("WARNING", logger="r2sft.harness"):
+        fresh.generate_until([request, request], disable_tqdm=True)
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("top_p=0.9 has no meaning" in m for m in messages) == 1  # once, not per request
+    assert sum("Pass gen_length=100" in m for m in messages) == 1
+
+
 def test_sampling_requests_and_repeats(model, tiny_model):
     prompt = _prompts(model)[0]
     start = len(model.request_costs)
