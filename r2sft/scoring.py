@@ -192,8 +192,6 @@ def decode_and_score(
         :mod:`r2sft.records` (response, response_ids, step_map, rule_map, nfe, scores,
         correct).
     """
-    if len(seeds) != len(items):
-        raise ValueError(f"decode_and_score got {len(seeds)} seeds for {len(items)} prompts")
     rows = decode_rows(model, spec, tokenizer, [item.ids for item in items], decoder, seeds,
                        batch_size, redundancy_config, on_batch)  # fmt: skip
     verdicts = task.is_correct_batch(
