@@ -149,6 +149,30 @@ def _stop_strings(until: Any, where: str) -> list[str]:
     raise ValueError(f"{where}: 'until' must be a string or a list of strings, got {until!r}.")
 
 
+@dataclass
+class CostLog:
+    """What one model decoded: its checkpoint, decoder and every request's cost."""
+
+    pretrained: str
+    decoder: DecoderConfig
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        """Checkpoint, decoder, and per task the mean NFE, tokens per forward and
+        redundancy of the requests decoded so far (:func:`r2sft.scoring.cost_summary`)."""
+        by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for cost in self.requests:
+            by_task[str(cost["task"])].append(cost)
+        return {
+            "pretrained": self.pretrained,
+            "decoder": self.decoder.to_dict(),
+            "tasks": {
+                task: cost_summary(rows, self.decoder.gen_length)
+                for task, rows in sorted(by_task.items())
+            },
+        }
+
+
 class LikelihoodNotSupportedError(NotImplementedError):
     """lm-eval asked a masked-diffusion model for a log-likelihood."""
 
@@ -179,9 +203,10 @@ class R2SFTLM(LM):
         self._device = torch.device(device or "cpu")
         self.tokenizer = self.loaded.tokenizer
         self.decoder = self.args.resolve()
-        self.request_costs: list[dict[str, Any]] = []
+        self.costs = CostLog(self.args.pretrained, self.decoder)
         self._reported_kwargs: set[str] = set()
-        _MODELS.append(self)
+        if _cost_logs is not None:
+            _cost_logs.append(self.costs)
 
     # ---- lm-eval's factory methods ---------------------------------------------------
     @classmethod
@@ -347,7 +372,7 @@ class R2SFTLM(LM):
         limit = job["max_gen_toks"]
         if limit is not None and limit < len(row["response_ids"]):
             text = decode_response(self.tokenizer, self.loaded.spec, row["response_ids"][:limit])
-        self.request_costs.append({
+        self.costs.requests.append({
             "task": job["task"],
             "doc_id": job["doc_id"],
             "seed": job["seed"],
@@ -361,32 +386,27 @@ class R2SFTLM(LM):
         return cut_at_stop_strings(text, job["stops"])
 
     # ---- cost report ------------------------------------------------------------------
+    @property
+    def request_costs(self) -> list[dict[str, Any]]:
+        """One dict per decoded request: task, doc_id, seed, nfe, tokens_per_forward, r_s,
+        r_t, r_total, ..."""
+        return self.costs.requests
+
     def cost_report(self) -> dict[str, Any]:
-        """Decoder, and per task the mean NFE, tokens per forward and redundancy of the
-        requests decoded so far (see :func:`r2sft.scoring.cost_summary`)."""
-        by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for cost in self.request_costs:
-            by_task[str(cost["task"])].append(cost)
-        return {
-            "pretrained": self.args.pretrained,
-            "decoder": self.decoder.to_dict(),
-            "tasks": {
-                task: cost_summary(rows, self.decoder.gen_length)
-                for task, rows in sorted(by_task.items())
-            },
-        }
+        return self.costs.report()
 
     def get_model_info(self) -> dict[str, Any]:
         """Added by lm-eval to its results' ``config`` after the run."""
         return {"r2sft": self.cost_report()}
 
 
-# Every model built in this process, so `main` can report their costs after lm-eval's run.
-_MODELS: list[R2SFTLM] = []
+# The cost logs of the models built while `main` runs lm-eval's command line (None outside
+# it): lm-eval drops its model when it returns, the small logs are kept for the report.
+_cost_logs: list[CostLog] | None = None
 
 
 def cost_lines(report: dict[str, Any]) -> list[str]:
-    """One printed line per task of a :meth:`R2SFTLM.cost_report`."""
+    """One printed line per task of a :meth:`CostLog.report`."""
     decoder = report["decoder"]
     canvas = f"{decoder['policy']}{'+r2' if decoder['r2'] else ''}, gen {decoder['gen_length']}"
     return [
@@ -410,13 +430,12 @@ def results_file(output_path: str, since: float) -> Path | None:
     return max(fresh, key=lambda file: file.stat().st_mtime) if fresh else None
 
 
-def write_cost_report(model: R2SFTLM, results: Path) -> Path:
+def write_cost_report(costs: CostLog, results: Path) -> Path:
     """``r2sft_costs_<date>.json`` beside lm-eval's ``results``: the cost report plus every
     decoded request's cost."""
     date = results.stem.rsplit("_", 1)[-1]
     target = results.with_name(f"r2sft_costs_{date}.json")
-    payload = {**model.cost_report(), "results_file": results.name,
-               "requests": model.request_costs}  # fmt: skip
+    payload = {**costs.report(), "results_file": results.name, "requests": costs.requests}
     target.write_text(json.dumps(payload, indent=2))
     return target
 
@@ -425,22 +444,21 @@ def main(argv: list[str] | None = None) -> None:
     """lm-eval's command line with the ``r2sft`` model registered, then the cost report."""
     from lm_eval.__main__ import cli_evaluate
 
+    global _cost_logs
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--output_path", "-o", default=None)
     options, _ = parser.parse_known_args(argv)
     started = time.time()
-    first_model = len(_MODELS)
-    saved_argv = sys.argv
-    sys.argv = ["lm_eval", *argv]
+    saved_argv, sys.argv, _cost_logs = sys.argv, ["lm_eval", *argv], []
     try:
         cli_evaluate()
     finally:
-        sys.argv = saved_argv
-    for model in _MODELS[first_model:]:
-        if not model.request_costs:
+        logs, sys.argv, _cost_logs = _cost_logs, saved_argv, None
+    for costs in logs:
+        if not costs.requests:
             continue
-        for line in cost_lines(model.cost_report()):
+        for line in cost_lines(costs.report()):
             print(line)
         if options.output_path is None:
             continue
@@ -449,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"r2sft cost | no lm-eval results file under {options.output_path} from this "
                   "run; the per-request costs were not written")  # fmt: skip
         else:
-            print(f"r2sft cost | wrote {write_cost_report(model, results)}")
+            print(f"r2sft cost | wrote {write_cost_report(costs, results)}")
 
 
 if __name__ == "__main__":

@@ -257,11 +257,11 @@ def render_chat(
             f"Tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; set "
             "tokenizer.chat_template (or add 'chat_template' to tokenizer_config.json)."
         )
+    # continue_final_message only when asked: some tokenizers' own apply_chat_template
+    # (remote code, older transformers) do not take it.
+    extra = {} if add_generation_prompt else {"continue_final_message": True}
     return tokenizer.apply_chat_template(
-        messages,
-        tokenize=False,
-        add_generation_prompt=add_generation_prompt,
-        continue_final_message=not add_generation_prompt,
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
     )
 
 

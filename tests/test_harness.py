@@ -205,7 +205,7 @@ def test_cost_report_goes_beside_lm_evals_results(model, tmp_path):
     results.write_text("{}")
     assert results_file(str(tmp_path), since=0) == results
     assert results_file(str(tmp_path), since=results.stat().st_mtime + 10) is None
-    written = json.loads(write_cost_report(model, results).read_text())
+    written = json.loads(write_cost_report(model.costs, results).read_text())
     assert written["tasks"] == json.loads(json.dumps(report["tasks"]))
     assert len(written["requests"]) == len(model.request_costs)
     assert (results.parent / "r2sft_costs_2026-01-01T00-00-00.5.json").is_file()
