@@ -19,9 +19,10 @@ modules imported before its command line runs (no plug-in entry points), so the 
 
 ``--model_args``: ``pretrained`` (model folder or Hub id; default the embedded model),
 ``batch_size``, ``dtype``, ``trust_remote_code``, ``seed`` and every decoder option of
-:class:`r2sft.decoding.DecoderArgs` (``decoder``, ``gen_length``, ``block_length``,
-``threshold``, ``tau_s``, ...), resolved as in ``python -m r2sft.evaluate``. A request maps
-onto the decoder this way:
+:class:`r2sft.decoding.DecoderArgs` (``decoder``, ``preset``, ``gen_length``,
+``block_length``, ``threshold``, ``tau_s``, ...), resolved as in ``python -m r2sft.evaluate``
+(options given > the preset, by default the model's own ``r2sft_decoding.json``, else the
+official values). A request maps onto the decoder this way:
 
 * the canvas is the decoder's ``gen_length``; a request's ``max_gen_toks`` caps the answer
   at that many tokens (with a warning when it is larger than the canvas, which is all the
@@ -202,7 +203,7 @@ class R2SFTLM(LM):
         )  # fmt: skip
         self._device = torch.device(device or "cpu")
         self.tokenizer = self.loaded.tokenizer
-        self.decoder = self.args.resolve()
+        self.decoder = self.args.resolve(model=self.args.pretrained)
         self.costs = CostLog(self.args.pretrained, self.decoder)
         self._reported_kwargs: set[str] = set()
         if _cost_logs is not None:
@@ -312,7 +313,7 @@ class R2SFTLM(LM):
         with tqdm(total=len(jobs), desc=f"r2sft {self.decoder.name}", disable=disable_tqdm) as bar:
             for temperature, indices in by_temperature.items():
                 defaults = {} if temperature is None else {"temperature": temperature}
-                decoder = self.args.resolve(defaults=defaults)
+                decoder = self.args.resolve(defaults=defaults, model=self.args.pretrained)
                 rows = decode_rows(
                     self.loaded.model, self.loaded.spec, self.tokenizer,
                     [jobs[i]["ids"] for i in indices], decoder,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,19 @@ def test_model_args_win_over_lm_evals_cli_defaults(tiny_model):
         {"batch_size": 1},
     )
     assert parsed.args.batch_size == 3 and parsed.decoder.policy == "fixed"
+
+
+def test_the_models_decoder_preset_applies_under_given_options(tiny_model, tmp_path):
+    from r2sft.decoding.presets import PRESET_FILE, DecoderPreset
+
+    folder = tmp_path / "tuned"
+    shutil.copytree(tiny_model, folder)
+    preset = DecoderPreset("test", decoders={"r2": {"threshold": 0.7, "tau_t": 0.6}})
+    (folder / PRESET_FILE).write_text(preset.to_json())
+    tuned = R2SFTLM(pretrained=str(folder), device="cpu", tau_t=0.5)
+    assert (tuned.decoder.threshold, tuned.decoder.tau_t) == (0.7, 0.5)
+    official = R2SFTLM(pretrained=str(folder), device="cpu", preset="official")
+    assert official.decoder.threshold == 0.9
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -253,7 +267,7 @@ def test_lm_eval_run_equals_r2sft_evaluate(tmp_path):
     strict.sort(key=lambda s: s["doc_id"])
 
     task = get_task("arith")
-    decoder = DecoderArgs(decoder="r2").resolve(task)
+    decoder = DecoderArgs(decoder="r2").resolve(task, model=str(EMBEDDED_MODEL_DIR))
     assert decoder.to_dict() == costs["decoder"]
     reference = evaluate(load_model(str(EMBEDDED_MODEL_DIR)), task, task.load("test", limit),
                          decoder, batch_size=16, progress=False)  # fmt: skip
