@@ -62,9 +62,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
+
+try:
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+except ImportError as error:  # the optional dependency is missing: say how to get it
+    raise ImportError(
+        f"r2sft.harness needs lm-evaluation-harness ({error}); install it with "
+        '`pip install -e ".[eval]"` (lm-eval >= 0.4.10, < 0.5).'
+    ) from error
 
 from r2sft.config import check_config_values
 from r2sft.decoding import DecoderArgs, DecoderConfig
