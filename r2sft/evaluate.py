@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.scoring import decode_and_score, model_max_length, prepare_prompts
+from r2sft.scoring import cost_summary, decode_and_score, model_max_length, prepare_prompts
 from r2sft.specs import LoadedModel
 from r2sft.tasks import Example, Task, TaskArgs
 
@@ -72,22 +72,9 @@ def evaluate(
             seeds=[seed + i for i in range(len(items))], batch_size=batch_size,
             redundancy_config=redundancy_config, on_batch=bar.update,
         )  # fmt: skip
-    count = len(rows)
-
-    def mean(key: str) -> float:
-        return sum(float(row[key]) for row in rows) / count
-
-    total_nfe = sum(row["nfe"] for row in rows)
     return {
-        "accuracy": mean("correct"),
-        "mean_nfe": total_nfe / count,
-        "tokens_per_forward": decoder.gen_length * count / total_nfe,
-        "mean_r_s": mean("r_s"),
-        "mean_r_t": mean("r_t"),
-        "mean_r_total": mean("r_total"),
-        "mean_r_total_per_token": mean("r_total_per_token"),
-        "mean_response_tokens": mean("response_length"),
-        "num_examples": count,
+        "accuracy": sum(row["correct"] for row in rows) / len(rows),
+        **cost_summary(rows, decoder.gen_length),
         "wall_seconds": time.perf_counter() - start,
         "decoder": {**decoder.to_dict(), "record_trace": True},
         "redundancy": redundancy_config.to_dict(),

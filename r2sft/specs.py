@@ -296,20 +296,31 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, spec=resolve_spec(model.config, tokenizer))
 
 
-def _user_turn(tokenizer: Any, user_message: str) -> list[dict[str, str]]:
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True
+) -> str:
+    """A chat rendered with the tokenizer's template, as prompt text.
+
+    With ``add_generation_prompt`` the assistant's turn is opened after the last message;
+    without it the last message (an assistant prefix, e.g. lm-eval's ``gen_prefix``) is
+    left open for the model to continue.
+    """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
             f"Tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; set "
             "tokenizer.chat_template (or add 'chat_template' to tokenizer_config.json)."
         )
-    return [{"role": "user", "content": user_message}]
+    # continue_final_message only when asked: some tokenizers' own apply_chat_template
+    # (remote code, older transformers) do not take it.
+    extra = {} if add_generation_prompt else {"continue_final_message": True}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
 
 
 def render_prompt(tokenizer: Any, user_message: str) -> str:
     """The chat-formatted prompt text: the tokenizer's template plus the generation prompt."""
-    return tokenizer.apply_chat_template(
-        _user_turn(tokenizer, user_message), tokenize=False, add_generation_prompt=True
-    )
+    return render_chat(tokenizer, [{"role": "user", "content": user_message}])
 
 
 def encode_prompt(tokenizer: Any, user_message: str) -> list[int]:

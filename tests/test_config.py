@@ -13,6 +13,7 @@ class Demo:
     threshold: float = 0.9
     decoder: Literal["fixed", "threshold", "r2"] = "r2"
     push: bool = False
+    limit: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     limit: int | None = None
 
@@ -56,6 +57,13 @@ def test_wrong_yaml_type_is_reported(tmp_path):
         parse_config(Demo, args=["--config", str(cfg_file)])
     cfg_file.write_text("limit: null\n")
     assert parse_config(Demo, args=["--config", str(cfg_file)]).limit is None
+
+
+def test_wrong_type_of_an_optional_field_is_reported(tmp_path):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text("limit: all\n")
+    with pytest.raises(ConfigError, match="'limit' has value 'all'"):
+        parse_config(Demo, args=["--config", str(cfg_file)])
 
 
 def test_unknown_flag_and_missing_file():
