@@ -93,6 +93,8 @@ _FAMILY_DEFAULTS: dict[str, ModelSpec] = {
 
 # config.model_type (lower-cased) -> family. Anything else loadable as a masked LM is masked_lm.
 _MODEL_TYPE_FAMILY = {"llada": "llada", "dream": "dream"}
+# Families r2sft has its own model class for (r2sft.modeling); their remote code is never run.
+_OWN_CLASSES = ("llada", "dream")
 
 
 def get_spec(family: str) -> ModelSpec:
@@ -105,10 +107,14 @@ def get_spec(family: str) -> ModelSpec:
         ) from None
 
 
+def family_for_model_type(model_type: str | None) -> str:
+    """Family of a config.json ``model_type`` (any case); ``masked_lm`` for anything else."""
+    return _MODEL_TYPE_FAMILY.get(str(model_type or "").lower(), "masked_lm")
+
+
 def family_for_config(config: Any) -> str:
     """Family of a transformers config: by model_type, else ``masked_lm``."""
-    model_type = str(getattr(config, "model_type", "") or "").lower()
-    return _MODEL_TYPE_FAMILY.get(model_type, "masked_lm")
+    return family_for_model_type(getattr(config, "model_type", None))
 
 
 def _config_id(config: Any, field: str) -> int | None:
@@ -206,27 +212,34 @@ def load_model(
 ) -> LoadedModel:
     """Load a dLLM, its tokenizer and its resolved spec.
 
-    LLaDA checkpoints load with r2sft's own class (registered on ``import r2sft``), so
-    ``trust_remote_code`` is only needed for families r2sft has no class for yet (Dream).
+    LLaDA and Dream checkpoints load with r2sft's own classes (registered on ``import r2sft``)
+    and never run the checkpoint's code: ``trust_remote_code`` is ignored for them (their
+    remote code breaks under transformers 5). It only matters for other families.
 
     Args:
         name_or_path: a local folder or Hub repo id.
         dtype: "auto" (the checkpoint's dtype), a torch dtype, or its name ("bfloat16").
         device: where to put the weights (loaded there directly); None keeps them on CPU.
-        trust_remote_code: allow the checkpoint's own modeling code (needed for Dream).
+        trust_remote_code: allow the checkpoint's own modeling code (families r2sft has no
+            class for).
     """
     # Imported here: r2sft.__init__ imports r2sft.modeling, which must be registered first.
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+        PretrainedConfig,
+    )
 
     import r2sft.modeling  # noqa: F401
 
+    # The model type, read without running any code the checkpoint ships.
+    config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
+    if family_for_model_type(config_dict.get("model_type")) in _OWN_CLASSES:
+        trust_remote_code = False
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     family = family_for_config(config)
-    if family == "dream" and not trust_remote_code:
-        raise ValueError(
-            f"{name_or_path} is a Dream model; r2sft has no Dream class yet, so load it with "
-            "trust_remote_code=True (it runs the checkpoint's own modeling_dream.py)."
-        )
     auto_class = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "trust_remote_code": trust_remote_code}
     if device is not None:
@@ -238,7 +251,8 @@ def load_model(
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Could not load a tokenizer from {name_or_path}: {error}. The model folder needs its "
-            "tokenizer files (tokenizer.json / tokenizer_config.json)."
+            "tokenizer files (tokenizer_config.json with tokenizer.json, or vocab.json + "
+            "merges.txt)."
         ) from error
     return LoadedModel(model=model, tokenizer=tokenizer, spec=resolve_spec(model.config, tokenizer))
 
