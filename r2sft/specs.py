@@ -94,6 +94,8 @@ _FAMILY_DEFAULTS: dict[str, ModelSpec] = {
 
 # config.model_type (lower-cased) -> family. Anything else loadable as a masked LM is masked_lm.
 _MODEL_TYPE_FAMILY = {"llada": "llada", "dream": "dream"}
+# Families r2sft has its own model class for (r2sft.modeling); their remote code is never run.
+_OWN_CLASSES = ("llada", "dream")
 
 
 def get_spec(family: str) -> ModelSpec:
@@ -106,10 +108,14 @@ def get_spec(family: str) -> ModelSpec:
         ) from None
 
 
+def family_for_model_type(model_type: str | None) -> str:
+    """Family of a config.json ``model_type`` (any case); ``masked_lm`` for anything else."""
+    return _MODEL_TYPE_FAMILY.get(str(model_type or "").lower(), "masked_lm")
+
+
 def family_for_config(config: Any) -> str:
     """Family of a transformers config: by model_type, else ``masked_lm``."""
-    model_type = str(getattr(config, "model_type", "") or "").lower()
-    return _MODEL_TYPE_FAMILY.get(model_type, "masked_lm")
+    return family_for_model_type(getattr(config, "model_type", None))
 
 
 def _config_id(config: Any, field: str) -> int | None:
@@ -213,7 +219,7 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
     from safetensors import safe_open
-    from transformers import AutoConfig
+    from transformers import AutoConfig, PretrainedConfig
 
     path = Path(name_or_path).expanduser()
     fix = "pass --model a model folder (config.json, weights, tokenizer) or a Hub id 'org/name'"
@@ -237,6 +243,10 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
                 f"model folder {name_or_path} does not exist (and it is not a Hub id); {fix}."
             ) from None
     try:
+        if trust_remote_code:  # the model type, read without running the checkpoint's code
+            config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
+            if family_for_model_type(config_dict.get("model_type")) in _OWN_CLASSES:
+                trust_remote_code = False
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as error:
         where = "" if path.is_dir() else f"no local folder {name_or_path!r}, and the Hub: "
@@ -246,8 +256,8 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
             raise
         raise ModelLoadError(
             f"cannot load --model {name_or_path!r}: its config.json names a model type that "
-            "neither r2sft nor this transformers knows. Use a LLaDA, Dream (--trust_remote_code) "
-            "or transformers masked-LM checkpoint, or fix model_type in config.json."
+            "neither r2sft nor this transformers knows. Use a LLaDA, Dream or transformers "
+            "masked-LM checkpoint, or fix model_type in config.json."
         ) from error
 
 
@@ -259,14 +269,16 @@ def load_model(
 ) -> LoadedModel:
     """Load a dLLM, its tokenizer and its resolved spec.
 
-    LLaDA checkpoints load with r2sft's own class (registered on ``import r2sft``), so
-    ``trust_remote_code`` is only needed for families r2sft has no class for yet (Dream).
+    LLaDA and Dream checkpoints load with r2sft's own classes (registered on ``import r2sft``)
+    and never run the checkpoint's code: ``trust_remote_code`` is ignored for them (their
+    remote code breaks under transformers 5). It only matters for other families.
 
     Args:
         name_or_path: a local folder or Hub repo id.
         dtype: "auto" (the checkpoint's dtype), a torch dtype, or its name ("bfloat16").
         device: where to put the weights (loaded there directly); None keeps them on CPU.
-        trust_remote_code: allow the checkpoint's own modeling code (needed for Dream).
+        trust_remote_code: allow the checkpoint's own modeling code (families r2sft has no
+            class for).
     """
     # Imported here: r2sft.__init__ imports r2sft.modeling, which must be registered first.
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
@@ -274,12 +286,9 @@ def load_model(
     import r2sft.modeling  # noqa: F401
 
     config = load_model_config(name_or_path, trust_remote_code=trust_remote_code)
+    if family_for_config(config) in _OWN_CLASSES:
+        trust_remote_code = False  # r2sft's class, never the checkpoint's code
     family = family_for_config(config)
-    if family == "dream" and not trust_remote_code:
-        raise ValueError(
-            f"{name_or_path} is a Dream model; r2sft has no Dream class yet, so load it with "
-            "trust_remote_code=True (it runs the checkpoint's own modeling_dream.py)."
-        )
     auto_class = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "trust_remote_code": trust_remote_code}
     if device is not None:
@@ -291,7 +300,8 @@ def load_model(
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Could not load a tokenizer from {name_or_path}: {error}. The model folder needs its "
-            "tokenizer files (tokenizer.json / tokenizer_config.json)."
+            "tokenizer files (tokenizer_config.json with tokenizer.json, or vocab.json + "
+            "merges.txt)."
         ) from error
     return LoadedModel(model=model, tokenizer=tokenizer, spec=resolve_spec(model.config, tokenizer))
 

@@ -193,6 +193,23 @@ def test_outputs_and_selection(reference_run: Path) -> None:
     assert "parity_test" in card and "| selected |" in card
 
 
+@pytest.mark.slow
+def test_collect_runs_on_a_tiny_dream(tiny_dream: Path, tmp_path: Path) -> None:
+    """Dream (shifted logits, its own tokenizer and chat format) through collect.py."""
+    out = tmp_path / "dream"
+    summary = collect(tiny_dream, out, num_prompts=3, num_candidates=2, prompts_per_shard=3)
+    candidates = load_rows(out, "candidates")
+    assert len(candidates) == summary["candidates"] == 6
+    assert len(load_rows(out, "selected")) == summary["selected"]
+    assert (out / "README.md").is_file()
+    row = candidates[0]
+    assert row["prompt"].startswith("<|im_start|>system\n") and row["prompt"].endswith(
+        "<|im_start|>assistant\n"
+    )
+    assert len(row["response_ids"]) == len(row["step_map"]) == 32
+    assert 1 <= row["nfe"] <= 32 and min(row["step_map"]) == 0
+
+
 def test_resume_after_simulated_crash(
     tiny_model: Path, reference_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,7 +350,13 @@ def test_malformed_line_skipped_and_counted(tiny_model: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["collect_embedded.yaml", "llada_8b_gsm8k.yaml", "llada_8b_humaneval.yaml"]
+    "name",
+    [
+        "collect_embedded.yaml",
+        "llada_8b_gsm8k.yaml",
+        "llada_8b_humaneval.yaml",
+        "dream_7b_gsm8k.yaml",
+    ],
 )
 def test_shipped_configs_parse(name: str) -> None:
     config = parse_config(CollectConfig, args=["--config", str(REPO / "configs" / name)])

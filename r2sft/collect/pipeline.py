@@ -213,8 +213,8 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"collect: cannot load --model {config.model!r}: {error}. Give a local dLLM folder "
-            "(config.json, weights, tokenizer) or a Hub id of a supported family (llada, dream "
-            "with trust_remote_code, masked_lm)."
+            "(config.json, weights, tokenizer) or a Hub id of a supported family (llada, dream, "
+            "masked_lm)."
         ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
     items, invalid = prepare_prompts(

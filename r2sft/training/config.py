@@ -39,7 +39,11 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
         metadata=_help("Weights dtype for training: float32 | bfloat16 | auto (checkpoint's)."),
     )
     trust_remote_code: bool = field(
-        default=False, metadata=_help("Allow the checkpoint's own modeling code (Dream).")
+        default=False,
+        metadata=_help(
+            "Allow the checkpoint's own modeling code (families without an r2sft class; "
+            "LLaDA and Dream always load with r2sft's own)."
+        ),
     )
     data_dir: str = field(
         default=str(DEFAULT_COLLECT_DIR),
