@@ -361,8 +361,16 @@ def test_malformed_line_skipped_and_counted(tiny_model: Path, tmp_path: Path) ->
 def test_shipped_configs_parse(name: str) -> None:
     config = parse_config(CollectConfig, args=["--config", str(REPO / "configs" / name)])
     decoder = config.base_decoder()
-    assert decoder.r2 and decoder.threshold == 0.9 and decoder.record_trace
-    assert config.num_candidates >= 4
+    assert decoder.r2 and decoder.record_trace and config.num_candidates >= 4
+    if name == "collect_embedded.yaml":  # the embedded model's own preset, tuned on dev
+        from r2sft.decoding.presets import read_preset
+
+        tuned = read_preset(REPO / "data/tiny-llada").values("r2")
+        assert config.preset == "model" and decoder.threshold == tuned["threshold"]
+        assert decoder.early_exit and decoder.tau_s == tuned["tau_s"]
+    else:  # the official values, spelled out
+        assert config.preset == "official" and decoder.threshold == 0.9
+        assert decoder.tau_s == 0.8 and not decoder.early_exit
 
 
 def test_push_to_hub_uploads_card_then_selected(

@@ -263,8 +263,8 @@ def test_lm_eval_run_equals_r2sft_evaluate(tmp_path):
     assert json.loads(results.read_text())["config"]["r2sft"]["tasks"] == costs["tasks"]
     (samples_file,) = results.parent.glob("samples_r2sft_arith_*.jsonl")
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
-    strict = [s for s in samples if s["filter"] == "strict-match"]
-    strict.sort(key=lambda s: s["doc_id"])
+    scored = [s for s in samples if s["filter"] == "r2sft-scorer"]
+    scored.sort(key=lambda s: s["doc_id"])
 
     task = get_task("arith")
     decoder = DecoderArgs(decoder="r2").resolve(task, model=str(EMBEDDED_MODEL_DIR))
@@ -272,9 +272,9 @@ def test_lm_eval_run_equals_r2sft_evaluate(tmp_path):
     reference = evaluate(load_model(str(EMBEDDED_MODEL_DIR)), task, task.load("test", limit),
                          decoder, batch_size=16, progress=False)  # fmt: skip
     per_example = reference["per_example"]
-    assert [s["resps"][0][0] for s in strict] == [e["response"] for e in per_example]
-    assert [bool(s["exact_match"]) for s in strict] == [e["correct"] for e in per_example]
-    assert scores["exact_match,strict-match"] == reference["accuracy"]
+    assert [s["resps"][0][0] for s in scored] == [e["response"] for e in per_example]
+    assert [bool(s["exact_match"]) for s in scored] == [e["correct"] for e in per_example]
+    assert scores["exact_match,r2sft-scorer"] == reference["accuracy"]
     nfe = {c["doc_id"]: c["nfe"] for c in costs["requests"]}
     assert [nfe[i] for i in range(limit)] == [e["nfe"] for e in per_example]
     summary = costs["tasks"]["r2sft_arith"]
