@@ -23,7 +23,7 @@ import torch
 
 from r2sft.collect import CollectConfig
 from r2sft.collect.pipeline import decode_candidates
-from r2sft.collect.selection import select_lowest_redundancy, summarize
+from r2sft.collect.selection import select_per_prompt, summarize
 from r2sft.config import parse_config
 from r2sft.scoring import model_max_length, prepare_prompts
 from r2sft.specs import default_device, load_model
@@ -84,7 +84,7 @@ def main() -> None:
                 "forwards_per_candidate": sum(r["nfe"] for r in records) / len(records),
             }
         )
-    summary = summarize(records, select_lowest_redundancy(records))
+    summary = summarize(records, select_per_prompt(records, config.selection))
     print(
         json.dumps(
             {

@@ -91,7 +91,8 @@ def random_setup(args: BenchArgs, count: int) -> tuple[Any, Any, list[list[int]]
     )  # fmt: skip
     torch.manual_seed(args.seed)
     model = LLaDAModelLM(config).eval()
-    spec = SimpleNamespace(mask_token_id=5, eos_token_id=0, pad_token_id=0, shifted_logits=False)
+    spec = SimpleNamespace(mask_token_id=5, eos_token_id=0, eot_token_id=None, pad_token_id=0,
+                           shifted_logits=False)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     prompts = [
         torch.randint(6, vocab, (int(torch.randint(40, 90, (1,), generator=generator)),),
@@ -118,11 +119,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     count = args.num_prompts or max(batch_sizes)
     use_random = args.model == "random" or (args.model is None and not EMBEDDED_MODEL_DIR.is_dir())
+    model_path = None if use_random else args.model or str(EMBEDDED_MODEL_DIR)
     if use_random:
         model, spec, prompts, label = random_setup(args, count)
         model = model.to(default_device(args.device))
     else:
-        model, spec, prompts, label = real_setup(args, args.model or str(EMBEDDED_MODEL_DIR), count)
+        model, spec, prompts, label = real_setup(args, model_path, count)
     timed = TimedModel(model)
     task = task_class(args.task)  # its canvas is the default
     caches = [cache for cache in args.caches.split(",") if cache] or [None]
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args, decoder=name, cache=mode or args.cache,
                 cache_refresh=int(refresh) if refresh else args.cache_refresh,
             )  # fmt: skip
-            configs[label_of] = variant.resolve(task)
+            configs[label_of] = variant.resolve(task, model=model_path)
     decoders = list(configs)
     for config in configs.values():
         generate(timed, spec, prompts[:2], config)  # warm-up

@@ -5,8 +5,8 @@ diffusion models produce, and each rendering is scored by the real task
 (``get_task("humaneval").is_correct_batch``: extraction, the prompt's helpers, the
 sandbox). A correct solution must pass in every shape, so each shape's pass rate measures
 how many correct answers the extraction would throw away; a wrong answer in the same form
-(``control_wrong_answer``) must fail. Prints JSON: per shape the pass count, rate and
-failing task ids (passing ones for the control).
+(``control_wrong_answer``) must fail. Prints JSON: the sandbox's isolation in force, and
+per shape the pass count, rate and failing task ids (passing ones for the control).
 
     python bench/check_extraction.py [--data PATH] [--limit N] [--workers N]
 """
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from r2sft.tasks import get_task
+from r2sft.tasks.sandbox import isolation_report
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
@@ -115,7 +116,7 @@ def main() -> None:
         scoring_workers=args.workers,
     )
     examples = {example.id: example for example in task.load("test")}
-    report: dict[str, dict] = {}
+    report: dict[str, dict] = {"isolation": isolation_report()}
     for shape, render in SHAPES.items():
         start = time.monotonic()
         batch = [examples[row["task_id"]] for row in rows]

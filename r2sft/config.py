@@ -50,9 +50,13 @@ def _accepts(annotation: Any, value: Any) -> bool:
     """Loose type check of a YAML value against a field annotation (scalars only)."""
     if value is None or annotation is Any:
         return True
+    if annotation is type(None):  # the None of an optional field admits only None
+        return False
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+        # None itself passed above; NoneType must not accept every other value.
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return any(_accepts(arg, value) for arg in args)
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
     if annotation is float:
@@ -82,16 +86,28 @@ def load_yaml_config(path: str | Path, dataclass_types: tuple[type, ...]) -> dic
         raise ConfigError(
             f"{path}: expected a mapping of option: value, got {type(values).__name__}."
         )
+    return check_config_values(values, dataclass_types, source=str(path))
+
+
+def check_config_values(
+    values: dict[str, Any], dataclass_types: tuple[type, ...], source: str
+) -> dict[str, Any]:
+    """Check every key and scalar type of ``values`` against the dataclasses' fields.
+
+    Raises:
+        ConfigError: naming ``source`` (where the values came from), the unknown key with
+            the nearest valid ones, or the wrongly typed value and the expected type.
+    """
     hints = _field_types(dataclass_types)
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(
-                f"{path}: unknown config key {key!r}.{_suggest(str(key), sorted(hints))} "
+                f"{source}: unknown config key {key!r}.{_suggest(str(key), sorted(hints))} "
                 f"Valid keys: {', '.join(sorted(hints))}."
             )
         if not _accepts(hints[key], value):
             raise ConfigError(
-                f"{path}: key {key!r} has value {value!r} of type {type(value).__name__}, "
+                f"{source}: key {key!r} has value {value!r} of type {type(value).__name__}, "
                 f"expected {hints[key]}."
             )
     return values

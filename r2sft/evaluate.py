@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.scoring import decode_and_score, model_max_length, prepare_prompts
+from r2sft.scoring import cost_summary, decode_and_score, model_max_length, prepare_prompts
 from r2sft.specs import LoadedModel
 from r2sft.tasks import Example, Task, TaskArgs
 
@@ -72,22 +72,9 @@ def evaluate(
             seeds=[seed + i for i in range(len(items))], batch_size=batch_size,
             redundancy_config=redundancy_config, on_batch=bar.update,
         )  # fmt: skip
-    count = len(rows)
-
-    def mean(key: str) -> float:
-        return sum(float(row[key]) for row in rows) / count
-
-    total_nfe = sum(row["nfe"] for row in rows)
     return {
-        "accuracy": mean("correct"),
-        "mean_nfe": total_nfe / count,
-        "tokens_per_forward": decoder.gen_length * count / total_nfe,
-        "mean_r_s": mean("r_s"),
-        "mean_r_t": mean("r_t"),
-        "mean_r_total": mean("r_total"),
-        "mean_r_total_per_token": mean("r_total_per_token"),
-        "mean_response_tokens": mean("response_length"),
-        "num_examples": count,
+        "accuracy": sum(row["correct"] for row in rows) / len(rows),
+        **cost_summary(rows, decoder.gen_length),
         "wall_seconds": time.perf_counter() - start,
         "decoder": {**decoder.to_dict(), "record_trace": True},
         "redundancy": redundancy_config.to_dict(),
@@ -132,6 +119,15 @@ class EvaluateArgs(TaskArgs, DecoderArgs):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} must be >= 1.")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(
+                    f"--device {self.device!r} is not a torch device; use cpu, cuda or cuda:N."
+                ) from None
 
 
 def _print_table(metrics: dict[str, Any]) -> None:
@@ -144,17 +140,33 @@ def _print_table(metrics: dict[str, Any]) -> None:
         print(f"  {key:<24}{text:>12}")
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, not after a long evaluation, when ``path`` cannot be written (a file left
+    in place is unchanged; a new one is removed again)."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as error:
+        raise OSError(f"{flag} {path} cannot be written ({error}); choose another path.") from None
+    if not existed:
+        path.unlink()
+
+
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
     from r2sft.specs import default_device, load_model
 
     task = args.make_task()
-    decoder = args.resolve(task)
+    decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
         raise FileNotFoundError(
             f"the embedded default model folder {EMBEDDED_MODEL_DIR} does not exist. Build it "
             "with `python launch/pretrain_embedded.py`, or pass --model."
         )
+    if args.output:
+        check_writable(Path(args.output), "--output")
     examples = task.load(args.split, limit=args.limit)
     loaded = load_model(args.model, dtype=args.dtype, device=default_device(args.device))
     metrics = evaluate(loaded, task, examples, decoder, batch_size=args.batch_size,

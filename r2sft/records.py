@@ -41,7 +41,7 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
         "rule_map",
         pa.list_(pa.int8()),
         "rule that committed each position: 1 baseline, 2 confidence cluster, 3 token "
-        "cluster, 4 temporal",
+        "cluster, 4 temporal, 5 end-of-text fill of an early exit",
         "decode",
     ),
     Column("nfe", pa.int32(), "forward passes of the decode", "decode"),

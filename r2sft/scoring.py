@@ -7,8 +7,12 @@ tracking all go through :func:`prepare_prompts` and :func:`decode_and_score`:
    the model (empty, prompt + canvas longer than its positions), failing or skipping;
 2. :func:`decode_and_score` decodes rows in order of prompt length (little padding; a row's
    output does not depend on its batch), measures each trajectory's redundancy, detokenises
-   and lets the task judge every response at once (code tasks run sandboxes in parallel).
-   Its rows carry the ``decode`` columns of :mod:`r2sft.records`.
+   (:func:`decode_rows`) and lets the task judge every response at once (code tasks run
+   sandboxes in parallel). Its rows carry the ``decode`` columns of :mod:`r2sft.records`;
+   :func:`cost_summary` averages their NFE and redundancy.
+
+The lm-evaluation-harness model (``r2sft.harness``) decodes with :func:`decode_rows` and
+leaves the judging to lm-eval.
 """
 
 from __future__ import annotations
@@ -104,6 +108,61 @@ def prepare_prompts(
     return items, invalid
 
 
+def decode_rows(
+    model: Any,
+    spec: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    decoder: DecoderConfig,
+    seeds: Sequence[int],
+    batch_size: int,
+    redundancy_config: RedundancyConfig | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Decode ``prompts[i]`` (token ids) with seed ``seeds[i]``, measure its redundancy and
+    detokenise it: every ``decode`` column of :mod:`r2sft.records` but ``correct``.
+
+    Rows are decoded in order of prompt length (little padding; a row's output does not
+    depend on its batch) and returned in the order of ``prompts``. Callers that judge the
+    responses themselves (lm-evaluation-harness, ``r2sft.harness``) use this directly;
+    :func:`decode_and_score` adds the task's verdict.
+    """
+    if len(seeds) != len(prompts):
+        raise ValueError(f"decode_rows got {len(seeds)} seeds for {len(prompts)} prompts")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if decoder.record_trace is False:
+        decoder = DecoderConfig(**{**decoder.to_dict(), "record_trace": True})
+    redundancy_config = redundancy_config or RedundancyConfig()
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    rows: list[dict[str, Any]] = [{} for _ in prompts]
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        result = generate(model, spec, [prompts[i] for i in batch], decoder,
+                          seeds=[seeds[i] for i in batch])  # fmt: skip
+        scores = measure_redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
+        tokens, nfe = result.tokens.tolist(), result.nfe.tolist()
+        step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
+        score_lists = {
+            name: getattr(scores, name).tolist()
+            for name in ("r_s", "r_t", "r_total", "r_total_per_token", "response_length")
+        }
+        for position, i in enumerate(batch):
+            rows[i] = {
+                "response": decode_response(tokenizer, spec, tokens[position]),
+                "response_ids": tokens[position],
+                "step_map": step_map[position],
+                "rule_map": rule_map[position],
+                "nfe": int(nfe[position]),
+                "response_length": int(score_lists["response_length"][position]),
+                **{name: float(score_lists[name][position])
+                   for name in ("r_s", "r_t", "r_total", "r_total_per_token")},
+            }  # fmt: skip
+        if on_batch is not None:
+            on_batch(len(batch))
+    return rows
+
+
 def decode_and_score(
     model: Any,
     spec: Any,
@@ -133,42 +192,36 @@ def decode_and_score(
         :mod:`r2sft.records` (response, response_ids, step_map, rule_map, nfe, scores,
         correct).
     """
-    if len(seeds) != len(items):
-        raise ValueError(f"decode_and_score got {len(seeds)} seeds for {len(items)} prompts")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if decoder.record_trace is False:
-        decoder = DecoderConfig(**{**decoder.to_dict(), "record_trace": True})
-    redundancy_config = redundancy_config or RedundancyConfig()
-    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
-    rows: list[dict[str, Any]] = [{} for _ in items]
-    for first in range(0, len(order), batch_size):
-        batch = order[first : first + batch_size]
-        result = generate(model, spec, [items[i].ids for i in batch], decoder,
-                          seeds=[seeds[i] for i in batch])  # fmt: skip
-        scores = measure_redundancy(result, redundancy_config, eos_token_id=spec.eos_token_id)
-        tokens, nfe = result.tokens.tolist(), result.nfe.tolist()
-        step_map, rule_map = result.step_map.tolist(), result.rule_map.tolist()
-        score_lists = {
-            name: getattr(scores, name).tolist()
-            for name in ("r_s", "r_t", "r_total", "r_total_per_token", "response_length")
-        }
-        for position, i in enumerate(batch):
-            rows[i] = {
-                "response": decode_response(tokenizer, spec, tokens[position]),
-                "response_ids": tokens[position],
-                "step_map": step_map[position],
-                "rule_map": rule_map[position],
-                "nfe": int(nfe[position]),
-                "response_length": int(score_lists["response_length"][position]),
-                **{name: float(score_lists[name][position])
-                   for name in ("r_s", "r_t", "r_total", "r_total_per_token")},
-            }  # fmt: skip
-        if on_batch is not None:
-            on_batch(len(batch))
+    rows = decode_rows(model, spec, tokenizer, [item.ids for item in items], decoder, seeds,
+                       batch_size, redundancy_config, on_batch)  # fmt: skip
     verdicts = task.is_correct_batch(
         [item.example for item in items], [row["response"] for row in rows]
     )
     for row, verdict in zip(rows, verdicts, strict=True):
         row["correct"] = bool(verdict)
     return rows
+
+
+def cost_summary(rows: Sequence[dict[str, Any]], gen_length: int) -> dict[str, float | int]:
+    """What decoding ``rows`` (:func:`decode_rows`' dicts, one canvas of ``gen_length``
+    each) cost: ``mean_nfe``, ``tokens_per_forward`` (canvas positions per forward, over
+    all rows), the mean redundancies ``mean_r_s`` / ``mean_r_t`` / ``mean_r_total`` /
+    ``mean_r_total_per_token``, ``mean_response_tokens`` and ``num_examples``."""
+    if not rows:
+        raise ValueError("cost_summary got no rows")
+    count = len(rows)
+
+    def mean(key: str) -> float:
+        return sum(float(row[key]) for row in rows) / count
+
+    total_nfe = sum(int(row["nfe"]) for row in rows)
+    return {
+        "mean_nfe": total_nfe / count,
+        "tokens_per_forward": gen_length * count / total_nfe,
+        "mean_r_s": mean("r_s"),
+        "mean_r_t": mean("r_t"),
+        "mean_r_total": mean("r_total"),
+        "mean_r_total_per_token": mean("r_total_per_token"),
+        "mean_response_tokens": mean("response_length"),
+        "num_examples": count,
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,8 @@ _FAMILY_DEFAULTS: dict[str, ModelSpec] = {
 
 # config.model_type (lower-cased) -> family. Anything else loadable as a masked LM is masked_lm.
 _MODEL_TYPE_FAMILY = {"llada": "llada", "dream": "dream"}
+# Families r2sft has its own model class for (r2sft.modeling); their remote code is never run.
+_OWN_CLASSES = ("llada", "dream")
 
 
 def get_spec(family: str) -> ModelSpec:
@@ -105,10 +108,14 @@ def get_spec(family: str) -> ModelSpec:
         ) from None
 
 
+def family_for_model_type(model_type: str | None) -> str:
+    """Family of a config.json ``model_type`` (any case); ``masked_lm`` for anything else."""
+    return _MODEL_TYPE_FAMILY.get(str(model_type or "").lower(), "masked_lm")
+
+
 def family_for_config(config: Any) -> str:
     """Family of a transformers config: by model_type, else ``masked_lm``."""
-    model_type = str(getattr(config, "model_type", "") or "").lower()
-    return _MODEL_TYPE_FAMILY.get(model_type, "masked_lm")
+    return family_for_model_type(getattr(config, "model_type", None))
 
 
 def _config_id(config: Any, field: str) -> int | None:
@@ -206,6 +213,62 @@ def default_device(device: str | torch.device | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class ModelLoadError(ValueError):
+    """The model source is missing or damaged; the message names it and the fix."""
+
+
+def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder or Hub id, after checking the source.
+
+    A local folder must hold ``config.json`` and whole ``*.safetensors`` files (their headers
+    are read, not the weights, so a truncated download is named before any loading); a name
+    that is no folder must be a valid Hub id. Every failure names the model and the fix.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    from safetensors import safe_open
+    from transformers import AutoConfig, PretrainedConfig
+
+    path = Path(name_or_path).expanduser()
+    fix = "pass --model a model folder (config.json, weights, tokenizer) or a Hub id 'org/name'"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model folder {path} has no config.json; {fix}.")
+        for weights in sorted(path.glob("*.safetensors")):
+            try:
+                with safe_open(str(weights), framework="pt"):
+                    pass
+            except Exception as error:  # noqa: BLE001  (safetensors' own error type)
+                raise ModelLoadError(
+                    f"weights file {weights} is damaged or truncated ({error}); download or "
+                    "save the model again."
+                ) from error
+    else:
+        try:
+            validate_repo_id(str(name_or_path))
+        except HFValidationError:
+            raise ModelLoadError(
+                f"model folder {name_or_path} does not exist (and it is not a Hub id); {fix}."
+            ) from None
+    try:
+        if trust_remote_code:  # the model type, read without running the checkpoint's code
+            config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
+            if family_for_model_type(config_dict.get("model_type")) in _OWN_CLASSES:
+                trust_remote_code = False
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        where = "" if path.is_dir() else f"no local folder {name_or_path!r}, and the Hub: "
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{error}") from error
+    except ValueError as error:  # a model_type transformers does not know
+        if "model type" not in str(error) and "model_type" not in str(error):
+            raise
+        raise ModelLoadError(
+            f"cannot load --model {name_or_path!r}: its config.json names a model type that "
+            "neither r2sft nor this transformers knows. Use a LLaDA, Dream or transformers "
+            "masked-LM checkpoint, or fix model_type in config.json."
+        ) from error
+
+
 def load_model(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",
@@ -214,27 +277,26 @@ def load_model(
 ) -> LoadedModel:
     """Load a dLLM, its tokenizer and its resolved spec.
 
-    LLaDA checkpoints load with r2sft's own class (registered on ``import r2sft``), so
-    ``trust_remote_code`` is only needed for families r2sft has no class for yet (Dream).
+    LLaDA and Dream checkpoints load with r2sft's own classes (registered on ``import r2sft``)
+    and never run the checkpoint's code: ``trust_remote_code`` is ignored for them (their
+    remote code breaks under transformers 5). It only matters for other families.
 
     Args:
         name_or_path: a local folder or Hub repo id.
         dtype: "auto" (the checkpoint's dtype), a torch dtype, or its name ("bfloat16").
         device: where to put the weights (loaded there directly); None keeps them on CPU.
-        trust_remote_code: allow the checkpoint's own modeling code (needed for Dream).
+        trust_remote_code: allow the checkpoint's own modeling code (families r2sft has no
+            class for).
     """
     # Imported here: r2sft.__init__ imports r2sft.modeling, which must be registered first.
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     import r2sft.modeling  # noqa: F401
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    config = load_model_config(name_or_path, trust_remote_code=trust_remote_code)
+    if family_for_config(config) in _OWN_CLASSES:
+        trust_remote_code = False  # r2sft's class, never the checkpoint's code
     family = family_for_config(config)
-    if family == "dream" and not trust_remote_code:
-        raise ValueError(
-            f"{name_or_path} is a Dream model; r2sft has no Dream class yet, so load it with "
-            "trust_remote_code=True (it runs the checkpoint's own modeling_dream.py)."
-        )
     auto_class = AutoModelForMaskedLM if family == "masked_lm" else AutoModel
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "trust_remote_code": trust_remote_code}
     if device is not None:
@@ -246,25 +308,37 @@ def load_model(
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Could not load a tokenizer from {name_or_path}: {error}. The model folder needs its "
-            "tokenizer files (tokenizer.json / tokenizer_config.json)."
+            "tokenizer files (tokenizer_config.json with tokenizer.json, or vocab.json + "
+            "merges.txt)."
         ) from error
     return LoadedModel(model=model, tokenizer=tokenizer, spec=resolve_spec(model.config, tokenizer))
 
 
-def _user_turn(tokenizer: Any, user_message: str) -> list[dict[str, str]]:
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True
+) -> str:
+    """A chat rendered with the tokenizer's template, as prompt text.
+
+    With ``add_generation_prompt`` the assistant's turn is opened after the last message;
+    without it the last message (an assistant prefix, e.g. lm-eval's ``gen_prefix``) is
+    left open for the model to continue.
+    """
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
             f"Tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; set "
             "tokenizer.chat_template (or add 'chat_template' to tokenizer_config.json)."
         )
-    return [{"role": "user", "content": user_message}]
+    # continue_final_message only when asked: some tokenizers' own apply_chat_template
+    # (remote code, older transformers) do not take it.
+    extra = {} if add_generation_prompt else {"continue_final_message": True}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
 
 
 def render_prompt(tokenizer: Any, user_message: str) -> str:
     """The chat-formatted prompt text: the tokenizer's template plus the generation prompt."""
-    return tokenizer.apply_chat_template(
-        _user_turn(tokenizer, user_message), tokenize=False, add_generation_prompt=True
-    )
+    return render_chat(tokenizer, [{"role": "user", "content": user_message}])
 
 
 def encode_prompt(tokenizer: Any, user_message: str) -> list[int]:

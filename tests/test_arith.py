@@ -101,10 +101,16 @@ def test_task_plugin_loads_and_scores():
     assert len(task.load("test")) == SPLIT_SIZES["test"]
 
 
-def test_task_errors_name_the_file_and_line(tmp_path):
+def test_task_errors_name_the_file_and_line(tmp_path, monkeypatch):
     task = get_task("arith", path=tmp_path)
-    with pytest.raises(FileNotFoundError, match="make_task"):
+    # A folder of the user's: the split is missing there (make_task writes only data/arith).
+    with pytest.raises(FileNotFoundError, match=r"no test.jsonl\(.gz\) in .* \(found \[\]\)"):
         task.load("test")
+    from r2sft.tasks.arith import ArithTask
+
+    monkeypatch.setattr(ArithTask, "default_path", tmp_path)  # the shipped splits' folder
+    with pytest.raises(FileNotFoundError, match="make_task"):
+        get_task("arith").load("test")
     (tmp_path / "dev.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(ValueError, match=r"dev.jsonl:1: missing or empty field"):
         task.load("dev")

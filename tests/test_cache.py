@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from r2sft.decoding import DecoderArgs, DecoderConfig, decoder_config, generate
-from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+from r2sft.modeling import DreamConfig, DreamModel, LLaDAConfig, LLaDAModelLM
 from r2sft.modeling.forward import CacheUse, predict_logits, supports_decode_cache
 from r2sft.modeling.layers import KVCache
 from r2sft.specs import ModelSpec, get_spec
@@ -354,3 +354,37 @@ def test_bfloat16_decodes_in_every_cache_mode():
         assert (result.tokens != MASK).all() and (result.nfe >= 4).all()
         exact = generate(model, Spec(), PROMPTS, r2_config(cache=cache, cache_refresh=1))
         assert torch.equal(exact.tokens, plain.tokens)
+
+
+def tiny_dream(seed: int = 0) -> DreamModel:
+    config = DreamConfig(
+        hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+        intermediate_size=48, vocab_size=VOCAB, mask_token_id=MASK, eos_token_id=PAD,
+        pad_token_id=PAD, max_position_embeddings=128, initializer_range=0.3,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return DreamModel(config).eval()
+
+
+@pytest.mark.parametrize("mode", ["dual", "prefix"])
+def test_dream_gets_the_cache_through_the_shared_forward(mode):
+    """Dream (shifted logits) uses the same cache: a fresh one is exact at the block, and a
+    cached decode is the same batched and unbatched."""
+    model = tiny_dream()
+    spec = dataclasses.replace(get_spec("dream"), mask_token_id=MASK, eos_token_id=PAD,
+                               pad_token_id=PAD, eot_token_id=None)  # fmt: skip
+    ids, attention = padded_canvas()
+    blocks = torch.tensor([[9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]])
+    cache = KVCache()
+    with torch.no_grad():
+        full = predict_logits(model, spec, ids, attention, blocks)
+        predict_logits(model, spec, ids, attention, blocks, CacheUse(cache, "fill"))
+        use = CacheUse(cache, mode, first_columns=blocks[:, 0].tolist())
+        cached = predict_logits(model, spec, ids, attention, blocks, use)
+    torch.testing.assert_close(cached, full, rtol=0, atol=2e-5)
+    config = r2_config(cache=mode)
+    batched = generate(model, spec, PROMPTS, config)
+    for row, prompt in enumerate(PROMPTS):
+        single = generate(model, spec, [prompt], config, seeds=[row])
+        assert torch.equal(batched.tokens[row], single.tokens[0])
+        assert batched.nfe[row] == single.nfe[0]

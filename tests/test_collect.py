@@ -15,7 +15,7 @@ import pytest
 
 from r2sft.collect import CollectConfig, run_collect
 from r2sft.collect.config import RUNTIME_FIELDS
-from r2sft.collect.pipeline import InvalidPromptError, candidate_decoder, candidate_seed
+from r2sft.collect.pipeline import InvalidPromptError, candidate_seed
 from r2sft.collect.selection import selection_key
 from r2sft.collect.shards import IncompatibleRunError, ShardStore
 from r2sft.config import ConfigError, parse_config
@@ -102,16 +102,57 @@ def test_seeds_are_deterministic_and_distinct() -> None:
     assert len(seeds) == 16 and all(0 <= seed < 2**63 for seed in seeds)
 
 
-def test_candidate_decoders_greedy_temperature_and_jitter() -> None:
-    config = CollectConfig(temperature=0.7, threshold_jitter=0.05, decoder="r2")
+def test_candidate_decoders_default_greedy_then_sampled() -> None:
+    config = CollectConfig(temperature=0.7, decoder="r2", num_candidates=4, preset="official")
+    decoders = config.candidate_decoders()
     base = config.base_decoder()
-    decoders = [candidate_decoder(base, config, k) for k in range(5)]
-    assert decoders[0].temperature == 0.0 and decoders[0].threshold == base.threshold
-    assert all(d.temperature == 0.7 for d in decoders[1:])
-    assert [round(d.threshold - base.threshold, 6) for d in decoders[1:]] == [
-        -0.05, 0.0, 0.05, -0.05,
-    ]  # fmt: skip
-    assert decoders[3].tau_s == pytest.approx(base.tau_s + 0.05)
+    assert [label for label, _ in decoders] == ["greedy", "sampled", "sampled", "sampled"]
+    assert decoders[0][1] == base and base.temperature == 0.0
+    assert all(d.temperature == 0.7 and d.threshold == base.threshold for _, d in decoders[1:])
+    plain = CollectConfig(greedy_first=False, num_candidates=2, preset="official")
+    assert [d.temperature for _, d in plain.candidate_decoders()] == [0.5, 0.5]
+
+
+def test_candidate_decoders_from_a_mix() -> None:
+    config = CollectConfig(
+        num_candidates=8, temperature=0.6, preset="official",
+        decoder_mix=["0.125: r2 temperature=0", "0.375: r2",
+                     "0.25: threshold threshold=0.5 temperature=1.0",
+                     "0.25: r2 tau_s=0.3 tau_t=0.3 temporal_k=2 early_exit=true"],
+    )  # fmt: skip
+    decoders = config.candidate_decoders()
+    labels = [label for label, _ in decoders]
+    assert (
+        labels
+        == ["r2 temperature=0"]
+        + ["r2"] * 3
+        + ["threshold threshold=0.5 temperature=1.0"] * 2
+        + ["r2 tau_s=0.3 tau_t=0.3 temporal_k=2 early_exit=true"] * 2
+    )
+    greedy, sampled, low, loose = decoders[0][1], decoders[1][1], decoders[4][1], decoders[6][1]
+    assert greedy.temperature == 0 and greedy.r2 and sampled.temperature == 0.6
+    assert not low.r2 and low.threshold == 0.5 and low.temperature == 1.0
+    assert (loose.tau_s, loose.tau_t, loose.temporal_k, loose.early_exit) == (0.3, 0.3, 2, True)
+    assert all(d.gen_length == greedy.gen_length for _, d in decoders)
+
+
+@pytest.mark.parametrize(
+    ("mix", "message"),
+    [
+        (["0.5: r2", "0.4: threshold"], "sum to 0.9"),
+        (["0.5 r2", "0.5: r2"], "SHARE: DECODER"),
+        (["0.5: greedy", "0.5: r2"], "unknown decoder 'greedy'"),
+        (["0.5: r2 tau=0.3", "0.5: r2"], "unknown option 'tau'"),
+        (["0.5: r2 tau_s=high", "0.5: r2"], "tau_s=high: expected float"),
+        (["0.5: r2 temperature=0", "0.5: r2"], "identical"),
+        (["0.9: r2", "0.1: threshold"], "gets no candidate"),
+        (["0.5: r2 gen_length=32", "0.5: r2"], "every candidate needs"),
+        (["0.5: r2 token_cluster_mode=all", "0.5: r2"], "choose one of"),
+    ],
+)
+def test_bad_decoder_mix_is_a_clear_error(mix: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CollectConfig(num_candidates=4, decoder_mix=mix, preset="official")
 
 
 def test_every_decoder_option_is_a_collect_flag() -> None:
@@ -150,6 +191,23 @@ def test_outputs_and_selection(reference_run: Path) -> None:
     )
     card = (out / "README.md").read_text()
     assert "parity_test" in card and "| selected |" in card
+
+
+@pytest.mark.slow
+def test_collect_runs_on_a_tiny_dream(tiny_dream: Path, tmp_path: Path) -> None:
+    """Dream (shifted logits, its own tokenizer and chat format) through collect.py."""
+    out = tmp_path / "dream"
+    summary = collect(tiny_dream, out, num_prompts=3, num_candidates=2, prompts_per_shard=3)
+    candidates = load_rows(out, "candidates")
+    assert len(candidates) == summary["candidates"] == 6
+    assert len(load_rows(out, "selected")) == summary["selected"]
+    assert (out / "README.md").is_file()
+    row = candidates[0]
+    assert row["prompt"].startswith("<|im_start|>system\n") and row["prompt"].endswith(
+        "<|im_start|>assistant\n"
+    )
+    assert len(row["response_ids"]) == len(row["step_map"]) == 32
+    assert 1 <= row["nfe"] <= 32 and min(row["step_map"]) == 0
 
 
 def test_resume_after_simulated_crash(
@@ -247,8 +305,8 @@ def test_unknown_key_and_task_are_clear_errors(tiny_model: Path, tmp_path: Path)
         parse_config(CollectConfig, args=["--num_candidatez", "3"])
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         collect(tiny_model, tmp_path / "x", task="nope")
-    with pytest.raises(ValueError, match="threshold_jitter"):
-        CollectConfig(threshold_jitter=0.7)
+    with pytest.raises(ConfigError, match="--threshold_jitter"):
+        parse_config(CollectConfig, args=["--threshold_jitter", "0.05"])
 
 
 def test_bad_prompts_error_or_are_skipped(tiny_model: Path, tmp_path: Path) -> None:
@@ -261,8 +319,14 @@ def test_bad_prompts_error_or_are_skipped(tiny_model: Path, tmp_path: Path) -> N
         {"question": "Ava has 5 cards. She loses 1. How many?", "answer": "5 - 1 = 4\n#### 4"},
     ]
     (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(InvalidPromptError, match=r"2 invalid prompt.*empty prompt.*tokens"):
+    # A blank question is refused when the file is read, with its line; a prompt too long
+    # for the model once it is tokenised.
+    with pytest.raises(ValueError, match=r"train.jsonl:2: missing or empty field.*'question'"):
         collect(tiny_model, tmp_path / "strict", data_path=data)
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[2:]))
+    with pytest.raises(InvalidPromptError, match=r"1 invalid prompt.*prompt has \d+ tokens"):
+        collect(tiny_model, tmp_path / "strict", data_path=data)
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = collect(tiny_model, tmp_path / "lenient", data_path=data, skip_invalid=True)
     assert summary["invalid_prompts"] == 2 and summary["prompts"] == 2
 
@@ -286,13 +350,27 @@ def test_malformed_line_skipped_and_counted(tiny_model: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "name", ["collect_embedded.yaml", "llada_8b_gsm8k.yaml", "llada_8b_humaneval.yaml"]
+    "name",
+    [
+        "collect_embedded.yaml",
+        "llada_8b_gsm8k.yaml",
+        "llada_8b_humaneval.yaml",
+        "dream_7b_gsm8k.yaml",
+    ],
 )
 def test_shipped_configs_parse(name: str) -> None:
     config = parse_config(CollectConfig, args=["--config", str(REPO / "configs" / name)])
     decoder = config.base_decoder()
-    assert decoder.r2 and decoder.threshold == 0.9 and decoder.record_trace
-    assert config.num_candidates >= 4
+    assert decoder.r2 and decoder.record_trace and config.num_candidates >= 4
+    if name == "collect_embedded.yaml":  # the embedded model's own preset, tuned on dev
+        from r2sft.decoding.presets import read_preset
+
+        tuned = read_preset(REPO / "data/tiny-llada").values("r2")
+        assert config.preset == "model" and decoder.threshold == tuned["threshold"]
+        assert decoder.early_exit and decoder.tau_s == tuned["tau_s"]
+    else:  # the official values, spelled out
+        assert config.preset == "official" and decoder.threshold == 0.9
+        assert decoder.tau_s == 0.8 and not decoder.early_exit
 
 
 def test_push_to_hub_uploads_card_then_selected(
@@ -307,6 +385,10 @@ def test_push_to_hub_uploads_card_then_selected(
         def __init__(self, token=None):
             calls.append(("api", token))
 
+        def whoami(self):  # the token check before any work
+            calls.append(("whoami",))
+            return {"name": "me"}
+
         def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
             calls.append(("create_repo", repo_id, repo_type, private))
 
@@ -317,16 +399,40 @@ def test_push_to_hub_uploads_card_then_selected(
         calls.append(("push", repo_id, len(self), kwargs.get("private")))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
     # A finished run re-run with --push_to_hub re-merges (nothing decoded) and pushes.
     summary = collect(tiny_model, reference_run, push_to_hub="me/trajectories")
     assert summary["prompts_collected_this_run"] == 0
-    assert [call[0] for call in calls] == ["api", "create_repo", "upload", "push"]
-    assert calls[0][1] is None  # the token comes from the environment, never from a flag
-    assert calls[1] == ("create_repo", "me/trajectories", "dataset", False)
-    upload = calls[2]
+    assert [call[0] for call in calls] == ["api", "whoami", "api", "create_repo", "upload", "push"]
+    assert calls[0][1] is None and calls[2][1] is None  # the token: environment, never a flag
+    assert calls[3] == ("create_repo", "me/trajectories", "dataset", False)
+    upload = calls[4]
     assert upload[1] == "README.md" and b"| selected |" in upload[4]
-    assert calls[3] == ("push", "me/trajectories", summary["selected"], False)
+    assert calls[5] == ("push", "me/trajectories", summary["selected"], False)
+
+
+def test_push_to_hub_offline_fails_before_any_decoding(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    import r2sft.specs
+    from r2sft.hub import HubError
+
+    class OfflineApi:
+        def whoami(self):
+            raise OSError("[Errno -2] Name or service not known")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the Hub was checked")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
+    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    with pytest.raises(HubError, match=r"me/d\): cannot reach the Hugging Face Hub"):
+        collect(tiny_model, tmp_path, push_to_hub="me/d")
+    assert not list(tmp_path.glob("shards/*.parquet"))
 
 
 def test_unloadable_model_names_the_flag(tmp_path: Path) -> None:

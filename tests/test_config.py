@@ -13,7 +13,9 @@ class Demo:
     threshold: float = 0.9
     decoder: Literal["fixed", "threshold", "r2"] = "r2"
     push: bool = False
+    limit: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
+    limit: int | None = None
 
 
 @dataclass
@@ -47,6 +49,20 @@ def test_wrong_yaml_type_is_reported(tmp_path):
     cfg_file = tmp_path / "bad.yaml"
     cfg_file.write_text("batch_size: many\n")
     with pytest.raises(ConfigError, match="batch_size"):
+        parse_config(Demo, args=["--config", str(cfg_file)])
+    # An optional field takes None or its type, not anything (argparse would then report the
+    # value without naming the YAML file).
+    cfg_file.write_text("limit: abc\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: key 'limit' has value 'abc'"):
+        parse_config(Demo, args=["--config", str(cfg_file)])
+    cfg_file.write_text("limit: null\n")
+    assert parse_config(Demo, args=["--config", str(cfg_file)]).limit is None
+
+
+def test_wrong_type_of_an_optional_field_is_reported(tmp_path):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text("limit: all\n")
+    with pytest.raises(ConfigError, match="'limit' has value 'all'"):
         parse_config(Demo, args=["--config", str(cfg_file)])
 
 

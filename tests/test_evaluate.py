@@ -1,4 +1,5 @@
-"""evaluate(): metrics on a tiny random LLaDA; the CLI's defaults, JSON output and errors."""
+"""evaluate(): metrics on a tiny random LLaDA (the CLI also on a tiny Dream); the CLI's defaults,
+JSON output and errors."""
 
 import json
 
@@ -52,15 +53,20 @@ def test_decode_response_stops_at_end_of_text_or_end_of_turn(tiny_model):
 
 
 @needs_arith
-def test_cli_writes_json_and_prints_table(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "model_fixture", ["tiny_model", pytest.param("tiny_dream", marks=pytest.mark.slow)]
+)
+def test_cli_writes_json_and_prints_table(model_fixture, request, tmp_path, capsys):
+    model = request.getfixturevalue(model_fixture)  # a tiny LLaDA, or Dream (shifted logits)
     output = tmp_path / "out.json"
-    main(["--model", str(tiny_model), "--limit", "3", "--decoder", "threshold",
+    main(["--model", str(model), "--limit", "3", "--decoder", "threshold",
           "--gen_length", "32", "--block_length", "16", "--batch_size", "2",
           "--threshold", "0.7", "--progress", "false", "--output", str(output)])  # fmt: skip
     written = json.loads(output.read_text())
     assert all(key in written for key in REQUIRED)
     assert written["task"] == "arith" and written["num_examples"] == 3
     assert written["decoder"]["threshold"] == 0.7 and not written["decoder"]["r2"]
+    assert 1 <= written["mean_nfe"] <= 32
     assert "mean_nfe" in capsys.readouterr().out
 
 

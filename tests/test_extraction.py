@@ -254,6 +254,9 @@ def test_called_names_of_mbpp_asserts() -> None:
     )
     assert called_names(tests) == ["similar", "area"]
     assert called_names("assert f(1) == 2\nthis is not python") == ["f"]
+    # What the test setup defines or imports is not the solution's to define.
+    setup = "from math import gcd\ndef helper(x):\n    return x\n"
+    assert called_names("assert f(helper(gcd(4, 6))) == 2", setup) == ["f"]
 
 
 # ------------------------------------------------------- HumanEval renderings, scored

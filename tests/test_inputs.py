@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 
 from r2sft.collect.pipeline import model_fingerprint, prompt_hashes
 from r2sft.collect.shards import IncompatibleRunError, ShardStore
@@ -33,6 +33,36 @@ def test_a_missing_split_is_an_error_not_another_file(tmp_path: Path) -> None:
         get_task("gsm8k", path=tmp_path).load("test")
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b'{"question": "q \xff one", "answer": "#### 5"}', r"not UTF-8 text \(byte 0xff"),
+        (b'{"question": "q", "answer": 5}', r"field 'answer' must be a string, got int"),
+        (
+            b'{"question": ["q"], "answer": "#### 5"}',
+            r"field 'question' must be a string, got list",
+        ),
+        (b'{"question": "  ", "answer": "#### 5"}', r"missing or empty field\(s\) \['question'\]"),
+        (b'{"question": "q", "answer": "#### 5"', r"malformed JSON"),
+        (b"[1, 2]", r"expected a JSON object, got list"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_bad_data_line_is_named_by_file_and_line(
+    tmp_path: Path, line: bytes, problem: str, suffix: str
+) -> None:
+    import gzip
+
+    content = b'{"question": "fine", "answer": "#### 1"}\n' + line + b"\n"
+    path = tmp_path / f"test{suffix}"
+    path.write_bytes(gzip.compress(content) if suffix.endswith(".gz") else content)
+    with pytest.raises(ValueError, match=rf"test{suffix}:2: {problem}.*--skip_invalid"):
+        get_task("gsm8k", path=tmp_path).load("test")
+    task = get_task("gsm8k", path=tmp_path, skip_invalid=True)
+    assert [example.question for example in task.load("test")] == ["fine"]
+    assert len(task.skipped) == 1 and f"test{suffix}:2:" in task.skipped[0]
+
+
 def test_unknown_task_option_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown task option\(s\) \['pth'\].*'path'"):
         get_task("gsm8k", pth="x")
@@ -53,6 +83,7 @@ def test_unknown_task_option_names_the_valid_ones() -> None:
         (["--limit", "-1"], r"--limit -1 must be >= 1"),
         (["--limit", "0"], r"--limit 0 must be >= 1"),
         (["--batch_size", "0"], r"--batch_size 0 must be >= 1"),
+        (["--device", "tpu9"], r"--device 'tpu9' is not a torch device"),
     ],
 )
 def test_option_values_are_range_checked_at_parse_time(flags: list[str], message: str) -> None:
@@ -138,7 +169,11 @@ def test_collect_resume_refuses_changed_data_or_weights(tmp_path: Path) -> None:
         store.check_compatible({"seed": 0}, model_fingerprint(str(model)), prompt_hashes(edited))
     # The weights were replaced in place.
     (model / "model.safetensors").write_bytes(b"new weights!")
-    with pytest.raises(IncompatibleRunError, match="model weights"):
+    with pytest.raises(IncompatibleRunError, match=r"model.safetensors size 7 -> 12 bytes\)"):
+        store.check_compatible({"seed": 0}, model_fingerprint(str(model)), prompt_hashes(examples))
+    (model / "model.safetensors").write_bytes(b"weights")  # same size, rewritten
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    with pytest.raises(IncompatibleRunError, match=r"model.safetensors rewritten"):
         store.check_compatible({"seed": 0}, model_fingerprint(str(model)), prompt_hashes(examples))
 
 
@@ -170,41 +205,91 @@ def _train_config(output_dir: Path, **values) -> TrainConfig:
     return TrainConfig(output_dir=str(output_dir), report_to="none", **values)
 
 
-def test_a_used_output_folder_needs_resume_or_overwrite(tmp_path: Path) -> None:
-    (tmp_path / "checkpoint-4").mkdir()
-    (tmp_path / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(UsedOutputDirError, match=r"holds another run .*--overwrite_output_dir"):
-        check_output_dir(_train_config(tmp_path), resuming=False)
-    check_output_dir(_train_config(tmp_path, overwrite_output_dir=True), resuming=False)
-    assert not (tmp_path / "checkpoint-4").exists() and not (tmp_path / "metrics.jsonl").exists()
-    check_output_dir(_train_config(tmp_path), resuming=False)  # now unused
-
-
-def test_resume_with_changed_options_is_refused(tmp_path: Path) -> None:
-    from r2sft.training.config import resume_fingerprint
+def _checkpoint(run: Path, step: int, complete: bool = True, **record: object) -> Path:
+    """A checkpoint folder as the Trainer leaves it (``complete=False``: killed during the
+    save, before trainer_state.json), with r2sft's run record when ``record`` is given."""
     from r2sft.training.run import CONFIG_FILE
 
-    first = _train_config(tmp_path, learning_rate=1e-4, objective="trajectory")
-    (tmp_path / CONFIG_FILE).write_text(
-        json.dumps({"resume_fingerprint": resume_fingerprint(first)})
-    )
-    check_output_dir(_train_config(tmp_path, max_steps=9000, eval_limit=3), resuming=True)
-    changed = _train_config(tmp_path, learning_rate=3e-4, objective="llada")
+    folder = run / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w")
+    if complete:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if record:
+        (folder / CONFIG_FILE).write_text(json.dumps(record))
+    return folder
+
+
+def test_a_used_output_folder_needs_resume_or_overwrite(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 4)
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(UsedOutputDirError, match=r"holds another run .*--overwrite_output_dir"):
+        check_output_dir(_train_config(tmp_path), None)
+    check_output_dir(_train_config(tmp_path, overwrite_output_dir=True), None)
+    assert not (tmp_path / "checkpoint-4").exists() and not (tmp_path / "metrics.jsonl").exists()
+    check_output_dir(_train_config(tmp_path), None)  # now unused
+
+
+def test_resume_with_changed_options_is_refused_wherever_the_checkpoint_is(
+    tmp_path: Path,
+) -> None:
+    from r2sft.training.config import resume_fingerprint
+
+    first = _train_config(tmp_path / "a", learning_rate=1e-4, objective="trajectory")
+    checkpoint = _checkpoint(tmp_path / "a", 2, resume_fingerprint=resume_fingerprint(first))
+    # Same options (run length and tracking may change; a folder may be spelled another
+    # way), same folder or a fresh one.
+    model = os.path.relpath(first.model)
+    check_output_dir(_train_config(tmp_path / "a", max_steps=9000, model=model), checkpoint)
+    check_output_dir(_train_config(tmp_path / "b"), checkpoint)
+    # Another run's checkpoint with another objective and learning rate, into a new folder:
+    # the checkpoint's own record of its options refuses it.
+    changed = _train_config(tmp_path / "b", learning_rate=3e-4, objective="llada")
     with pytest.raises(UsedOutputDirError, match=r"learning_rate: 0.0001 -> 0.0003.*objective"):
-        check_output_dir(changed, resuming=True)
+        check_output_dir(changed, checkpoint)
+    # ... also when a kill came before the copy: the run folder's record stands in.
+    (checkpoint / "r2sft_train_config.json").rename(tmp_path / "a" / "r2sft_train_config.json")
+    with pytest.raises(UsedOutputDirError, match="learning_rate"):
+        check_output_dir(changed, checkpoint)
+
+
+def test_resuming_a_checkpoint_without_record_checks_its_learning_rate(tmp_path: Path) -> None:
+    import torch
+
+    checkpoint = _checkpoint(tmp_path / "foreign", 2)
+    torch.save({"base_lrs": [1e-4, 1e-4], "last_epoch": 2}, checkpoint / "scheduler.pt")
+    check_output_dir(_train_config(tmp_path / "new", learning_rate=1e-4), checkpoint)
+    with pytest.raises(UsedOutputDirError, match=r"learning rate 0.0001, not --learning_rate"):
+        check_output_dir(_train_config(tmp_path / "new", learning_rate=3e-4), checkpoint)
+
+
+def test_resuming_an_earlier_checkpoint_needs_leave_to_drop_the_later_ones(tmp_path: Path) -> None:
+    earlier, _ = _checkpoint(tmp_path, 2), _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 6, complete=False)
+    with pytest.raises(UsedOutputDirError, match=r"later checkpoints \['checkpoint-4'\]"):
+        check_output_dir(_train_config(tmp_path), earlier)
+    check_output_dir(_train_config(tmp_path, overwrite_output_dir=True), earlier)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-2"]
+    # A checkpoint a kill left incomplete after the resumed one is removed anyway.
+    _checkpoint(tmp_path, 4, complete=False)
+    check_output_dir(_train_config(tmp_path), latest_checkpoint(tmp_path))
+    assert not (tmp_path / "checkpoint-4").exists()
 
 
 def test_latest_skips_incomplete_checkpoints(tmp_path: Path) -> None:
-    for step, complete in ((2, True), (4, True), (6, False)):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
-            (folder / "model.safetensors").write_bytes(b"w")
-        else:  # killed during the save: weights written, no trainer state
-            (folder / "model.safetensors").write_bytes(b"w")
+    from r2sft.training.run import resolve_checkpoint
+
+    _checkpoint(tmp_path, 2), _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 6, complete=False)  # killed during the save: no trainer state
+    torn = _checkpoint(tmp_path, 8)  # killed while the trainer state was being written
+    (torn / "trainer_state.json").write_text('{"global_st')
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert latest_checkpoint(tmp_path / "nowhere") is None
+    only_torn = tmp_path / "torn"
+    _checkpoint(only_torn, 2, complete=False)
+    config = _train_config(only_torn, resume_from_checkpoint="latest")
+    with pytest.raises(FileNotFoundError, match=r"only incomplete ones.*\['checkpoint-2'\]"):
+        resolve_checkpoint(config)
 
 
 def test_push_to_hub_needs_a_repo_id(tmp_path: Path) -> None:
@@ -224,3 +309,165 @@ def test_default_collect_output_is_train_input_from_any_directory(tmp_path: Path
         assert Path(CollectConfig().output_dir).is_absolute()
     finally:
         os.chdir(cwd)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_a_missing_model_folder_is_named_as_such(tmp_path: Path) -> None:
+    from r2sft.specs import ModelLoadError, load_model
+
+    for name in (str(tmp_path / "no" / "model"), "./nowhere", "nowhere/model/dir"):
+        with pytest.raises(ModelLoadError, match="does not exist .*--model a model folder"):
+            load_model(name)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"empty has no config.json"):
+        load_model(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "no_such_type"}')
+    with pytest.raises(ModelLoadError, match=r"names a model type that neither r2sft"):
+        load_model(str(tmp_path / "empty"))
+
+
+def test_a_truncated_weights_file_is_named_with_its_path(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from r2sft.specs import load_model
+
+    broken = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # an interrupted download
+    with pytest.raises(ValueError, match=rf"weights file {weights} is damaged or truncated"):
+        load_model(str(broken))
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_an_unwritable_evaluate_output_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import r2sft.specs
+    from r2sft.evaluate import run
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    (tmp_path / "a_file").write_text("")
+    args = parse_config(EvaluateArgs, args=["--output", str(tmp_path / "a_file" / "m.json")])
+    with pytest.raises(OSError, match=r"--output .*a_file/m.json cannot be written"):
+        run(args)
+    # A writable path is left as it was: no empty file behind when the run fails later.
+    args = parse_config(EvaluateArgs, args=["--output", str(tmp_path / "new" / "m.json")])
+    with pytest.raises(AssertionError, match="model was loaded"):
+        run(args)
+    assert not (tmp_path / "new" / "m.json").exists()
+
+
+# ----------------------------------------------------------------------------- train data
+
+
+def test_an_empty_selected_set_is_a_clear_error(tmp_path: Path) -> None:
+    from r2sft.collect.shards import save_dataset_atomically
+    from r2sft.training.data import EmptyDataError
+
+    nothing = load_from_disk(str(_trajectories(tmp_path / "x", [True], ["a"]))).select([])
+    nothing.save_to_disk(str(tmp_path / "old" / "selected"))  # datasets' default: no shard
+    with pytest.raises(EmptyDataError, match="holds no trajectories: no prompt had a correct"):
+        load_trajectories(tmp_path / "old")
+    save_dataset_atomically(nothing, tmp_path / "new" / "selected")  # collect.py's way
+    assert len(load_from_disk(str(tmp_path / "new" / "selected"))) == 0
+    with pytest.raises(EmptyDataError, match="holds no trajectories"):
+        load_trajectories(tmp_path / "new")
+
+
+def test_the_card_of_unselected_data_does_not_call_it_selected(tmp_path: Path) -> None:
+    from r2sft.training.data import data_summary
+    from r2sft.training.export import model_card
+
+    config = _train_config(tmp_path, allow_unselected_data=True)
+    candidates = load_trajectories(
+        _trajectories(tmp_path / "c", [True, False, True], ["a", "a", "b"]), allow_unselected=True
+    )
+    card = model_card(config, data_summary(candidates), [])
+    assert (
+        "3 trajectories, **not a selected set** (1 incorrect, 1 prompts with several rows" in card
+    )
+    selected = load_trajectories(_trajectories(tmp_path / "s", [True], ["a"]))
+    assert "1 selected trajectories" in model_card(config, data_summary(selected), [])
+
+
+# ----------------------------------------------------------------------------- Hub uploads
+
+
+class _Unreachable(Exception):
+    """What an offline machine's HTTP client raises (no response)."""
+
+
+class _Refused(Exception):
+    def __init__(self) -> None:
+        super().__init__("401 Client Error: Unauthorized")
+        self.response = type("Response", (), {"status_code": 401})()
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch, token: str | None, failure: Exception | None):
+    import huggingface_hub
+
+    class FakeApi:
+        def whoami(self):
+            if failure is not None:
+                raise failure
+            return {"name": "me"}
+
+        def create_repo(self, *args, **kwargs):
+            raise _Unreachable("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: token)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+
+
+@pytest.mark.parametrize(
+    ("token", "failure", "message"),
+    [
+        (None, None, r"no Hugging Face token found. Set the HF_TOKEN .* or drop --push_to_hub"),
+        ("hf_x", _Unreachable("[Errno -2] Name or service not known"),
+         r"cannot reach the Hugging Face Hub \(_Unreachable: \[Errno -2\].*drop --push_to_hub"),
+        ("hf_x", _Refused(), r"the Hugging Face token was refused \(HTTP 401\)"),
+    ],
+)  # fmt: skip
+def test_hub_access_is_checked_before_any_work(monkeypatch, token, failure, message) -> None:
+    from r2sft.hub import HubError, check_hub_access
+
+    _fake_hub(monkeypatch, token, failure)
+    with pytest.raises(HubError, match=rf"--push_to_hub \(repo me/x\): {message}"):
+        check_hub_access("me/x")
+
+
+def test_a_failed_upload_says_where_the_model_is_kept(tmp_path, monkeypatch) -> None:
+    from r2sft.hub import HubError
+    from r2sft.training.export import push_to_hub
+
+    _fake_hub(monkeypatch, "hf_x", None)
+    with pytest.raises(HubError) as failed:
+        push_to_hub(tmp_path, "me/x")
+    assert str(failed.value) == (
+        f"uploading {tmp_path} to the Hub repo me/x failed: cannot reach the Hugging Face Hub "
+        "(_Unreachable: [Errno -2] Name or service not known). The model is saved in "
+        f"{tmp_path}; upload it later with `hf upload me/x {tmp_path}`."
+    )
+
+
+def test_train_checks_the_hub_before_loading_the_model(tmp_path, monkeypatch) -> None:
+    import r2sft.training.run as run
+    from r2sft.hub import HubError
+
+    def no_loading(config):
+        raise AssertionError("the model was loaded before the Hub was checked")
+
+    monkeypatch.setattr(run, "build_model", no_loading)
+    _fake_hub(monkeypatch, "hf_x", _Unreachable("offline"))
+    data = _trajectories(tmp_path / "data", [True], ["a"])
+    config = _train_config(tmp_path / "out", data_dir=str(data), push_to_hub=True,
+                           hub_model_id="me/x")  # fmt: skip
+    with pytest.raises(HubError, match="cannot reach the Hugging Face Hub"):
+        run.train(config)

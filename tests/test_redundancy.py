@@ -117,6 +117,7 @@ def test_requires_trace():
 class Spec:
     mask_token_id: int = 0
     eos_token_id: int = 1
+    eot_token_id: int | None = None
     pad_token_id: int = 2
     shifted_logits: bool = False
 

@@ -21,6 +21,7 @@ class Spec:
 
     mask_token_id: int = MASK
     eos_token_id: int = EOS
+    eot_token_id: int | None = None
     pad_token_id: int = PAD
     shifted_logits: bool = False
 

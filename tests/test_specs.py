@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
 import r2sft  # noqa: F401
-from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+from r2sft.modeling import DreamModel, DreamTokenizerFast, LLaDAConfig, LLaDAModelLM
 from r2sft.specs import (
     LoadedModel,
     apply_lora,
@@ -74,7 +74,12 @@ def test_family_defaults():
     llada, dream = get_spec("llada"), get_spec("dream")
     assert (llada.mask_token_id, llada.eos_token_id, llada.eot_token_id) == (126336, 126081, 126348)
     assert not llada.shifted_logits
-    assert (dream.mask_token_id, dream.pad_token_id, dream.shifted_logits) == (151666, 151643, True)
+    assert (dream.mask_token_id, dream.eos_token_id, dream.pad_token_id) == (151666, 151643, 151643)
+    assert (dream.eot_token, dream.eot_token_id, dream.shifted_logits) == (
+        "<|im_end|>",
+        151645,
+        True,
+    )
     assert get_spec("masked_lm").mask_token_id is None
 
 
@@ -162,6 +167,25 @@ def test_load_model_llada_folder(tmp_path):
     assert render_prompt(loaded.tokenizer, "w3").endswith("assistant ")
 
 
+@pytest.mark.parametrize("trust_remote_code", [False, True])
+def test_load_model_dream_folder_uses_r2sfts_classes(tiny_dream, trust_remote_code):
+    # The folder has Dream's official auto_map (config and tokenizer) but no .py files: remote
+    # code would fail to load, so passing trust_remote_code must not switch to it.
+    assert not list(tiny_dream.glob("*.py"))
+    loaded = load_model(str(tiny_dream), trust_remote_code=trust_remote_code)
+    assert type(loaded.model) is DreamModel and not loaded.model.training
+    assert type(loaded.tokenizer) is DreamTokenizerFast
+    tokenizer, spec = loaded.tokenizer, loaded.spec
+    ids = tokenizer.convert_tokens_to_ids
+    assert (spec.family, spec.shifted_logits) == ("dream", True)
+    assert (spec.mask_token_id, spec.eos_token_id, spec.pad_token_id, spec.eot_token_id) == (
+        ids("<|mask|>"), ids("<|endoftext|>"), ids("<|endoftext|>"), ids("<|im_end|>"),
+    )  # fmt: skip
+    prompt = render_prompt(tokenizer, "What is 2 + 3?")
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(encode_prompt(tokenizer, "What is 2 + 3?")) == prompt
+
+
 def test_load_model_masked_lm_folder(tmp_path):
     config = BertConfig(
         vocab_size=len(WORDS),
@@ -199,6 +223,29 @@ def test_default_llada_lora_adapts_every_block_projection_but_not_the_head():
     projections = ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
     expected = {f"model.transformer.blocks.{i}.{p}" for i in range(2) for p in projections}
     assert adapted == expected
+
+
+DREAM_PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "targets", [None, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"]
+)
+def test_dream_lora_adapts_every_layer_projection_but_never_lm_head(tiny_dream, targets):
+    model = DreamModel.from_pretrained(tiny_dream)
+    spec = resolve_spec(model.config)
+    peft_model = apply_lora(model, spec, r=4, alpha=8, dropout=0.0, target_modules=targets)
+    adapted = {
+        name.removeprefix("base_model.model.").removesuffix(".lora_A")
+        for name, _ in peft_model.named_modules()
+        if name.endswith(".lora_A")
+    }
+    expected = {f"model.layers.{i}.{p}" for i in range(2) for p in DREAM_PROJECTIONS}
+    assert adapted == expected
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("lm_head" in n or "embed_tokens" in n for n in trainable)
 
 
 def test_lora_targets_matching_nothing_are_all_named():

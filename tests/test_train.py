@@ -16,7 +16,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from r2sft.modeling import LLaDAConfig, LLaDAModelLM
+from r2sft.modeling import DreamModel, LLaDAConfig, LLaDAModelLM
 from r2sft.specs import encode_prompt
 from r2sft.training import TrainConfig, TrajectoryCollator, load_trajectories
 from r2sft.training.data import MissingDataError
@@ -100,6 +100,13 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     model_dir = make_tiny_model(root / "model")
     data_dir = make_collected_data(root / "collect", model_dir)
     return {"model": model_dir, "data": data_dir, "root": root}
+
+
+@pytest.fixture(scope="module")
+def dream(tiny_dream: Path, tmp_path_factory) -> dict[str, Path]:
+    """The tiny Dream of conftest.py and a collected data set in its tokens."""
+    root = tmp_path_factory.mktemp("dream")
+    return {"model": tiny_dream, "data": make_collected_data(root / "collect", tiny_dream)}
 
 
 def tiny_config(tiny: dict[str, Path], output_dir: Path, **overrides) -> TrainConfig:
@@ -274,6 +281,61 @@ def test_lora_export_round_trip(tiny, tmp_path):
         assert not torch.allclose(got, load_model(str(tiny["model"])).model(input_ids=ids).logits)
 
 
+def test_final_carries_the_base_model_decoder_preset(tiny, tmp_path):
+    """The base model's r2sft_decoding.json travels into final/ and the card states it."""
+    from r2sft.decoding.presets import PRESET_FILE, DecoderPreset, read_preset, write_preset
+    from r2sft.training import train
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny["model"], base)
+    preset = DecoderPreset(
+        "p", {"r2": {"tau_s": 0.4, "early_exit": True}}, {"task": "arith", "split": "dev"}
+    )
+    write_preset(base, preset)
+    train(tiny_config(tiny, tmp_path / "run", model=str(base), max_steps=1, save_steps=1))
+    final = tmp_path / "run" / "final"
+    assert read_preset(final / PRESET_FILE).decoders == preset.decoders
+    card = (final / "README.md").read_text()
+    assert f"`{PRESET_FILE}` holds the decoder settings" in card and '"tau_s": 0.4' in card
+    # Without a preset the card says the model decodes with the official values.
+    train(tiny_config(tiny, tmp_path / "plain", max_steps=1, save_steps=1))
+    assert not (tmp_path / "plain" / "final" / PRESET_FILE).exists()
+    assert "official R² values" in (tmp_path / "plain" / "final" / "README.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_train_runs_on_a_tiny_dream(dream, tmp_path, lora):
+    """Dream (shifted logits, Qwen2 module names) through train.py: loss, a tracked checkpoint,
+    a final model that loads back as r2sft's Dream with its tokenizer."""
+    from r2sft.specs import load_model
+    from r2sft.training import train
+    from r2sft.training.tracking import read_metrics
+
+    config = tiny_config(
+        dream, tmp_path, lora=lora, max_steps=2, save_steps=2, objective="trajectory",
+        eval_limit=2, per_device_eval_batch_size=2, gen_length=GEN_LENGTH,
+        block_length=BLOCK_LENGTH,
+    )  # fmt: skip
+    result = train(config)
+    losses = [e["loss"] for e in result["trainer"].state.log_history if "loss" in e]
+    assert losses and all(math.isfinite(loss) and loss > 0 for loss in losses)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2]
+    assert (tmp_path / "checkpoint-2" / "r2sft_metrics.json").is_file()
+    assert (tmp_path / "final" / "adapter" / "adapter_config.json").is_file() == lora
+    final = load_model(str(tmp_path / "final"))
+    base = load_model(str(dream["model"]))
+    assert type(final.model) is DreamModel and final.spec == base.spec
+    moved = [
+        name
+        for name, weight in _final_weights(tmp_path / "final").items()
+        if not torch.equal(weight, base.model.state_dict()[name])
+    ]
+    assert moved
+    if lora:  # only the adapted projections of the layers change, never lm_head
+        assert all(".self_attn." in name or ".mlp." in name for name in moved)
+
+
 def test_model_card_has_before_after_table():
     config = TrainConfig(model="base/model", objective="certainty_forcing", train_block_length=32)
     records = [
@@ -356,9 +418,56 @@ def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
     assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
     assert "| mean_nfe |" in (tmp_path / "final" / "README.md").read_text()
 
-    # Resume from checkpoint-2 in the same folder: steps after 2 are re-tracked, not doubled.
-    train(dataclasses.replace(config, resume_from_checkpoint=str(tmp_path / "checkpoint-2")))
+    # Resume from checkpoint-2 in the same folder (dropping the later checkpoints, which is
+    # what --overwrite_output_dir allows): steps after 2 are re-tracked, not doubled.
+    again = dataclasses.replace(
+        config, resume_from_checkpoint=str(tmp_path / "checkpoint-2"), overwrite_output_dir=True
+    )
+    train(again)
     assert [r["step"] for r in read_metrics(tmp_path)] == [0, 2, 4]
+
+
+class _Killed(Exception):
+    """Stands in for kill -9 right after a checkpoint's save."""
+
+
+def test_a_kill_right_after_a_save_loses_no_tracking_and_adds_no_step(tiny, tmp_path, monkeypatch):
+    """Killed after checkpoint-4 (the last) was saved but before it was tracked and exported:
+    the resumed run tracks checkpoint-4 from its own weights, trains no step past max_steps
+    (the Trainer alone would take step 5 here: 4 steps are not a whole number of epochs) and
+    exports those weights."""
+    from r2sft.training import train
+    from r2sft.training.tracking import CheckpointTracker, read_metrics
+
+    config = tiny_config(
+        tiny, tmp_path / "run", eval_limit=4, per_device_eval_batch_size=4,
+        gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH,
+    )  # fmt: skip
+    reference = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight")))
+
+    track = CheckpointTracker.track
+
+    def killed_at_step_4(self, state, checkpoint_dir):
+        if checkpoint_dir is not None and checkpoint_dir.name == "checkpoint-4":
+            raise _Killed
+        return track(self, state, checkpoint_dir)
+
+    monkeypatch.setattr(CheckpointTracker, "track", killed_at_step_4)
+    with pytest.raises(_Killed):
+        train(config)
+    monkeypatch.setattr(CheckpointTracker, "track", track)
+    run = tmp_path / "run"
+    assert [r["step"] for r in read_metrics(run)] == [0, 2]
+    assert not (run / "checkpoint-4" / "r2sft_metrics.json").exists()
+
+    train(dataclasses.replace(config, resume_from_checkpoint="latest"))
+    keys = ("step", "loss", "accuracy", "mean_nfe", "mean_r_total")
+    expected = [{k: r[k] for k in keys} for r in reference["records"]]
+    assert [{k: r[k] for k in keys} for r in read_metrics(run)] == expected
+    assert json.loads((run / "checkpoint-4" / "r2sft_metrics.json").read_text())["step"] == 4
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    final, saved = _final_weights(run / "final"), _final_weights(run / "checkpoint-4")
+    assert all(torch.equal(final[name], saved[name]) for name in saved)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -378,7 +487,29 @@ def test_shipped_configs_parse_and_the_embedded_one_spells_out_the_defaults():
             assert Path(default) == repo / got, field.name
         else:
             assert got == default, field.name
-    big = parse_config(
-        TrainConfig, args=["--config", str(repo / "configs/llada_8b_gsm8k_train.yaml")]
+    for name in ("llada_8b_gsm8k_train.yaml", "dream_7b_gsm8k_train.yaml"):
+        big = parse_config(TrainConfig, args=["--config", str(repo / "configs" / name)])
+        assert big.lora and big.bf16 and big.gradient_checkpointing and big.task == "gsm8k"
+
+
+def test_dream_configs_carry_the_official_dream_r2_settings():
+    from r2sft.collect import CollectConfig
+    from r2sft.config import parse_config
+    from r2sft.tasks import task_class
+
+    official = dict(
+        gen_length=256, block_length=32, policy="threshold", threshold=0.9, r2=True, window=3,
+        tau_s=0.8, u_max=1, token_cluster_mode="confidence", temporal_k=3, tau_t=0.8,
+        temporal_agg="last",
+    )  # fmt: skip
+    repo = Path(__file__).resolve().parent.parent
+    collect = parse_config(
+        CollectConfig, args=["--config", str(repo / "configs/dream_7b_gsm8k.yaml")]
     )
-    assert big.lora and big.bf16 and big.task == "gsm8k"
+    train = parse_config(
+        TrainConfig, args=["--config", str(repo / "configs/dream_7b_gsm8k_train.yaml")]
+    )
+    assert collect.model == train.model == "Dream-org/Dream-v0-Instruct-7B"
+    assert train.data_dir == collect.output_dir
+    for decoder in (collect.base_decoder(), train.resolve(task_class(train.task))):
+        assert {key: getattr(decoder, key) for key in official} == official

@@ -2,15 +2,22 @@
 
 from r2sft.collect.config import CollectConfig
 from r2sft.collect.pipeline import candidate_seed, decode_candidates, run_collect
-from r2sft.collect.selection import Selection, select_lowest_redundancy, selection_key, summarize
+from r2sft.collect.selection import (
+    SELECTION_POLICIES,
+    Selection,
+    select_per_prompt,
+    selection_key,
+    summarize,
+)
 
 __all__ = [
+    "SELECTION_POLICIES",
     "CollectConfig",
     "Selection",
     "candidate_seed",
     "decode_candidates",
     "run_collect",
-    "select_lowest_redundancy",
+    "select_per_prompt",
     "selection_key",
     "summarize",
 ]

@@ -33,10 +33,23 @@ def render_card(config: CollectConfig, summary: dict[str, Any]) -> str:
             f"{_fmt(group['median_r_total'])} | {_fmt(group['mean_r_s'])} | "
             f"{_fmt(group['mean_r_t'])} |"
         )
+    decoder_rows = [
+        f"| {label} | {group['candidates']} | {_fmt(group['accuracy'])} | "
+        f"{group['selected']['count']} | {_fmt(group['selected']['mean_nfe'])} | "
+        f"{_fmt(group['all_correct']['mean_nfe'])} | {_fmt(group['selected']['mean_r_total'])} | "
+        f"{_fmt(group['all_correct']['mean_r_total'])} |"
+        for label, group in summary.get("per_decoder", {}).items()
+    ]
+    policy = {
+        "r_total": "the lowest R_total (ties: fewer forwards, then lower seed)",
+        "nfe": "the fewest forwards (ties: lower R_total, then lower seed)",
+        "r_total_per_token": "the lowest R_total per answer token (ties: fewer forwards)",
+        "random_correct": "a random one (the control of the selection ablation)",
+    }[summary.get("selection", "r_total")]
     without = summary["prompt_ids_without_correct"]
     shown_without = ", ".join(without[:20]) + (" ..." if len(without) > 20 else "")
     settings = json.dumps(
-        {"collect": config.to_dict(), "decoder": summary.get("decoder"),
+        {"collect": config.to_dict(), "decoders": summary.get("decoders"),
          "redundancy": summary.get("redundancy")},
         indent=2,
     )  # fmt: skip
@@ -70,9 +83,9 @@ tags:
 
 Per prompt, {config.num_candidates} candidate decodes of a diffusion LLM, each scored for
 correctness and for spatio-temporal redundancy R_total = lambda_s * R_s + lambda_t * R_t
-(R²-dLLM, arXiv 2604.18995); `selected` keeps, per prompt, the correct candidate with the
-lowest R_total (ties: fewer forwards, then lower seed). Made with r2sft `collect.py`; train
-on it with `accelerate launch train.py --data_dir <this folder>/selected`.
+(R²-dLLM, arXiv 2604.18995); `selected` keeps, per prompt, one correct candidate: {policy}.
+Made with r2sft `collect.py`; train on it with
+`accelerate launch train.py --data_dir <this folder>/selected`.
 
 ## Counts
 
@@ -89,6 +102,12 @@ pairs, both measured with the redundancy settings below.
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
+Per decoder of the candidate mix (settings below):
+
+| decoder | candidates | accuracy | selected | NFE sel. | NFE corr. | R_total sel. | R_total corr. |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(decoder_rows)}
+
 ## Columns
 
 {columns_markdown()}
@@ -103,22 +122,32 @@ Collection wall time: {_fmt(summary.get("wall_seconds"))} s over {processes} pro
 """
 
 
-def push_selected(selected: Any, card: str, repo_id: str, private: bool = False) -> None:
+def push_selected(
+    selected: Any, card: str, repo_id: str, private: bool = False, saved_at: Any = None
+) -> None:
     """Push the selected dataset and its card to the Hub dataset repo ``repo_id``.
 
     The token comes from the environment (``HF_TOKEN``) or ``hf auth login``, never from a
     flag, so it is not echoed in logs or configs. The card goes up first: ``push_to_hub``
     then merges its ``dataset_info`` metadata into that README instead of writing its own.
+    A failure is one :class:`r2sft.hub.HubError` saying the data stays in ``saved_at``.
     """
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_file(
-        path_or_fileobj=card.encode(),
-        path_in_repo="README.md",
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message="r2sft collect: dataset card",
+    from r2sft.hub import hub_upload
+
+    later = (
+        f"The selected set is saved in {saved_at}; re-run the same collect.py command to push "
+        "it (nothing is decoded again)."
     )
-    selected.push_to_hub(repo_id, private=private, commit_message="r2sft collect: selected")
+    with hub_upload(repo_id, "the selected set", later):
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_file(
+            path_or_fileobj=card.encode(),
+            path_in_repo="README.md",
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message="r2sft collect: dataset card",
+        )
+        selected.push_to_hub(repo_id, private=private, commit_message="r2sft collect: selected")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
 from r2sft.tasks.base import TaskArgs, task_class
@@ -31,6 +32,7 @@ RUNTIME_FIELDS = frozenset(
         "hub_private",
         "scoring_workers",
         "dist_timeout_s",
+        "selection",  # applied at the merge: re-running merges again with the new policy
     }
 )
 # CollectConfig field -> RedundancyConfig field for the redundancy measurement.
@@ -80,13 +82,22 @@ class CollectConfig(TaskArgs, DecoderArgs):
         default=0.5, metadata=_help("Gumbel-noise temperature of the sampled candidates.")
     )
     greedy_first: bool = field(
-        default=True, metadata=_help("decode candidate 0 greedily (temperature 0).")
+        default=True,
+        metadata=_help("without decoder_mix: decode candidate 0 greedily (temperature 0)."),
     )
-    threshold_jitter: float = field(
-        default=0.0,
+    decoder_mix: list[str] | None = field(
+        default=None,
         metadata=_help(
-            "offset d: candidates k = 1, 2, 3, ... shift threshold, tau_s and tau_t by "
-            "-d, 0, +d, ... in turn (0: no jitter)."
+            'decoders of the K candidates, each "SHARE: DECODER key=value ...", e.g. "0.5: r2" '
+            '"0.5: threshold threshold=0.6 temperature=0.7"; shares sum to 1 (None: the '
+            "run's decoder, greedy_first and temperature)."
+        ),
+    )
+    selection: Literal["r_total", "nfe", "r_total_per_token", "random_correct"] = field(
+        default="r_total",
+        metadata=_help(
+            "which correct candidate a prompt keeps: the lowest r_total (the paper's), nfe or "
+            "r_total_per_token, or random_correct (a control). A resumed run may change it."
         ),
     )
     # --- redundancy measurement (None: RedundancyConfig default)
@@ -129,21 +140,61 @@ class CollectConfig(TaskArgs, DecoderArgs):
             "prompts_per_shard": self.prompts_per_shard is None or self.prompts_per_shard >= 1,
             "max_prompt_tokens": self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
             "temperature": self.temperature >= 0,
-            "threshold_jitter": 0 <= self.threshold_jitter < 0.5,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(
                     f"collect config: {key}={getattr(self, key)!r} is out of range "
-                    "(counts >= 1, temperature >= 0, 0 <= threshold_jitter < 0.5)."
+                    "(counts >= 1, temperature >= 0)."
                 )
         self.redundancy_config()
-        self.base_decoder()  # raises a clear error for bad decoder settings now, not mid-run
+        self.candidate_decoders()  # a clear error for bad decoder settings now, not mid-run
 
     def base_decoder(self) -> DecoderConfig:
-        """The decoder for this task, with this config's overrides; greedy (each candidate
-        sets its temperature, see ``candidate_decoder``); trace on: R_total needs it."""
-        return self.resolve(task_class(self.task), temperature=0.0, record_trace=True)
+        """The run's decoder for this task with this config's overrides, greedy, trace on
+        (R_total needs it): what the summary reports and the canvas every candidate shares."""
+        return self.resolve(
+            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
+        )
+
+    def mix(self) -> list[MixEntry]:
+        """The decoder mix: ``decoder_mix`` parsed, or the default greedy + sampled one."""
+        if not self.decoder_mix:
+            return default_mix(self.greedy_first, self.num_candidates)
+        return [parse_mix_entry(text) for text in self.decoder_mix]
+
+    def candidate_decoders(self) -> list[tuple[str, DecoderConfig]]:
+        """(mix label, decoder) of candidates k = 0 .. K-1, the same for every prompt."""
+        entries = self.mix()
+        counts = allocate([entry.share for entry in entries], self.num_candidates)
+        base = self.base_decoder()
+        task = task_class(self.task)
+        decoders = []
+        for entry, count in zip(entries, counts, strict=True):
+            if count == 0:
+                raise ValueError(
+                    f"decoder_mix entry {entry.label!r} gets no candidate of "
+                    f"num_candidates={self.num_candidates}; raise its share or num_candidates."
+                )
+            settings = self.decoder_args(
+                decoder=entry.decoder or self.decoder, preset=entry.preset or self.preset
+            )
+            options = {"temperature": self.temperature, **entry.options}
+            decoder = settings.resolve(task, model=self.model, record_trace=True, **options)
+            if decoder.temperature == 0 and count > 1:
+                raise ValueError(
+                    f"decoder_mix entry {entry.label!r} decodes greedily (temperature 0) but "
+                    f"gets {count} candidates per prompt, which would be identical; give it "
+                    "one candidate's share or a temperature."
+                )
+            if (decoder.gen_length, decoder.block_length) != (base.gen_length, base.block_length):
+                raise ValueError(
+                    f"decoder_mix entry {entry.label!r} decodes a canvas of gen_length "
+                    f"{decoder.gen_length}, block_length {decoder.block_length}; every "
+                    f"candidate needs the run's ({base.gen_length}, {base.block_length})."
+                )
+            decoders += [(entry.label, decoder)] * count
+        return decoders
 
     def redundancy_config(self) -> RedundancyConfig:
         values = {

@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,10 @@ from tqdm.auto import tqdm
 
 from r2sft.collect.card import push_selected, render_card
 from r2sft.collect.config import CollectConfig
-from r2sft.collect.selection import select_lowest_redundancy, summarize
+from r2sft.collect.selection import select_per_prompt, summarize
 from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
 from r2sft.decoding import DecoderConfig, RedundancyConfig
+from r2sft.hub import check_hub_access
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.records import check_record
 from r2sft.scoring import (
@@ -53,27 +53,6 @@ def candidate_seed(base_seed: int, prompt_id: str, candidate: int) -> int:
     machines, process counts and batch layouts, so a resumed run redraws nothing."""
     digest = hashlib.blake2b(f"{base_seed}/{prompt_id}/{candidate}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def candidate_decoder(base: DecoderConfig, config: CollectConfig, candidate: int) -> DecoderConfig:
-    """Decoder of candidate ``k``: greedy for k = 0 when ``greedy_first``, else sampled at
-    ``temperature``; with ``threshold_jitter`` d, candidates k >= 1 shift threshold, tau_s
-    and tau_t by -d, 0, +d in turn (clamped to [0.05, 0.999])."""
-    greedy = config.greedy_first and candidate == 0
-    decoder = replace(base, temperature=0.0 if greedy else config.temperature)
-    if config.threshold_jitter > 0 and candidate > 0:
-        offset = config.threshold_jitter * ((candidate - 1) % 3 - 1)
-
-        def shift(value: float) -> float:
-            return min(0.999, max(0.05, value + offset))
-
-        decoder = replace(
-            decoder,
-            threshold=shift(base.threshold),
-            tau_s=shift(base.tau_s),
-            tau_t=shift(base.tau_t),
-        )
-    return decoder
 
 
 def prompt_hashes(examples: list[Example]) -> dict[str, str]:
@@ -112,18 +91,15 @@ def decode_candidates(
 ) -> list[dict[str, Any]]:
     """K scored candidate records for each of ``items`` (in prompt, then k order).
 
-    Rows sharing a decoder config (all of them without threshold jitter, greedy aside) go
-    through the scoring path together, ``batch_size`` sequences per forward batch.
+    Rows sharing a decoder (one group per decoder-mix entry) go through the scoring path
+    together, ``batch_size`` sequences per forward batch.
     """
-    base = config.base_decoder()
     groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # decoder json -> (item, k)
     decoders: dict[str, DecoderConfig] = {}
-    for item_index in range(len(items)):
-        for k in range(config.num_candidates):
-            decoder = candidate_decoder(base, config, k)
-            key = decoder.to_json()
-            decoders[key] = decoder
-            groups[key].append((item_index, k))
+    for k, (_, decoder) in enumerate(config.candidate_decoders()):
+        key = decoder.to_json()
+        decoders[key] = decoder
+        groups[key].extend((item_index, k) for item_index in range(len(items)))
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for key, rows in groups.items():
         seeds = [candidate_seed(config.seed, items[i].example.id, k) for i, k in rows]
@@ -174,14 +150,19 @@ def merge_outputs(
         )
     # Statistics need only the scalar columns; the datasets keep everything.
     light = table.select(["prompt_id", "candidate", "correct", "r_s", "r_t", "r_total",
-                          "r_total_per_token", "nfe", "seed"]).to_pylist()  # fmt: skip
+                          "r_total_per_token", "nfe", "seed", "decoder"]).to_pylist()  # fmt: skip
+    labels = {decoder.to_json(): label for label, decoder in config.candidate_decoders()}
     for position, record in enumerate(light):
         record["_row"] = position
-    selection = select_lowest_redundancy(light)
+        record["decoder"] = labels.get(record["decoder"], record["decoder"])
+    selection = select_per_prompt(light, config.selection)
     summary = summarize(light, selection)
     summary.update(extra)
+    summary["selection"] = config.selection
     summary["config"] = config.to_dict()
     summary["decoder"] = json.loads(config.base_decoder().to_json())
+    summary["decoders"] = {label: json.loads(decoder.to_json())
+                           for label, decoder in config.candidate_decoders()}  # fmt: skip
     summary["redundancy"] = config.redundancy_config().to_dict()
 
     candidates = Dataset(table)
@@ -193,13 +174,14 @@ def merge_outputs(
     card = render_card(config, summary)
     atomic_write_text(root / "README.md", card)
     if config.push_to_hub:
-        push_selected(selected, card, config.push_to_hub, private=config.hub_private)
+        push_selected(selected, card, config.push_to_hub, private=config.hub_private,
+                      saved_at=root / "selected")  # fmt: skip
     return summary
 
 
 def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     """Run (or resume) a collection; returns the summary on the main process, else None."""
-    from r2sft.specs import load_model
+    from r2sft.specs import ModelLoadError, load_model
 
     start = time.monotonic()
     accelerator = _accelerator(config)
@@ -220,15 +202,19 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     store = ShardStore(config.output_dir)
     inputs = (config.fingerprint(), model_fingerprint(config.model), prompt_hashes(examples))
     resumed = store.check_compatible(*inputs)  # on every rank: all fail alike
+    if config.push_to_hub:
+        check_hub_access(config.push_to_hub)
     if accelerator.is_main_process:
         store.prepare(*inputs)
     try:
         loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
+    except ModelLoadError:
+        raise  # already names the model and the fix
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"collect: cannot load --model {config.model!r}: {error}. Give a local dLLM folder "
-            "(config.json, weights, tokenizer) or a Hub id of a supported family (llada, dream "
-            "with trust_remote_code, masked_lm)."
+            "(config.json, weights, tokenizer) or a Hub id of a supported family (llada, dream, "
+            "masked_lm)."
         ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
     items, invalid = prepare_prompts(

@@ -1,24 +1,54 @@
-"""Per-prompt selection of the least redundant correct candidate, and run statistics.
+"""Per-prompt selection of one correct candidate, and run statistics.
 
 Pure functions on candidate records (dicts with at least ``prompt_id``, ``correct``,
-``r_total``, ``nfe`` and ``seed``): no model, no files, so they are tested on hand-built
+``r_total``, ``r_total_per_token``, ``nfe`` and ``seed``; optionally ``decoder``, the label
+of the decoder-mix entry that made it): no model, no files, so they are tested on hand-built
 candidates.
+
+Selection policies (``collect.py --selection``), each a sort key among a prompt's correct
+candidates, ties broken by the next keys and finally the seed:
+
+- ``r_total`` (the paper's): the lowest total redundancy, then fewer forwards;
+- ``nfe``: the fewest forwards, then the lowest R_total;
+- ``r_total_per_token``: the lowest R_total per answer token, then fewer forwards;
+- ``random_correct``: any correct candidate (the lowest seed: seeds are hashes, so this is
+  a uniform, reproducible draw), the control that says whether selecting helps at all.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 Record = dict[str, Any]
 
 
-def selection_key(record: Record) -> tuple[float, int, int]:
-    """Order of preference among correct candidates: lowest R_total, then fewer forwards
-    (NFE), then the lower seed so the choice never depends on arrival order."""
-    return (float(record["r_total"]), int(record["nfe"]), int(record["seed"]))
+SELECTION_KEYS: dict[str, Callable[[Record], tuple]] = {
+    "r_total": lambda r: (float(r["r_total"]), int(r["nfe"]), int(r["seed"])),
+    "nfe": lambda r: (int(r["nfe"]), float(r["r_total"]), int(r["seed"])),
+    "r_total_per_token": lambda r: (
+        float(r["r_total_per_token"]),
+        int(r["nfe"]),
+        int(r["seed"]),
+    ),  # fmt: skip
+    "random_correct": lambda r: (int(r["seed"]),),
+}
+SELECTION_POLICIES = tuple(SELECTION_KEYS)
+
+
+def policy_key(policy: str) -> Callable[[Record], tuple]:
+    """The sort key of ``policy`` (lower is better); the seed breaks the last tie so the
+    choice never depends on arrival order."""
+    if policy not in SELECTION_KEYS:
+        raise ValueError(f"selection {policy!r} is unknown; choose one of {SELECTION_POLICIES}.")
+    return SELECTION_KEYS[policy]
+
+
+def selection_key(record: Record, policy: str = "r_total") -> tuple:
+    """Order of preference of ``record`` among correct candidates under ``policy``."""
+    return policy_key(policy)(record)
 
 
 @dataclass
@@ -34,15 +64,14 @@ class Selection:
     without_correct: list[str]
 
 
-def select_lowest_redundancy(candidates: Iterable[Record]) -> Selection:
+def select_per_prompt(candidates: Iterable[Record], policy: str = "r_total") -> Selection:
     """For each prompt, the correct candidate with the lowest :func:`selection_key`."""
+    key = policy_key(policy)
     best: dict[str, Record | None] = {}
     for record in candidates:
         prompt_id = record["prompt_id"]
         current = best.setdefault(prompt_id, None)
-        if record["correct"] and (
-            current is None or selection_key(record) < selection_key(current)
-        ):
+        if record["correct"] and (current is None or key(record) < key(current)):
             best[prompt_id] = record
     selected = [record for record in best.values() if record is not None]
     without = [prompt_id for prompt_id, record in best.items() if record is None]
@@ -70,6 +99,16 @@ def summarize(candidates: Sequence[Record], selection: Selection) -> dict[str, A
         sel, cor = selected_stats[key], correct_stats[key]
         return sel / cor if sel is not None and cor else None
 
+    per_decoder = {}
+    for label in dict.fromkeys(record["decoder"] for record in candidates if "decoder" in record):
+        made = [record for record in candidates if record.get("decoder") == label]
+        right = [record for record in made if record["correct"]]
+        per_decoder[label] = {
+            "candidates": len(made),
+            "accuracy": len(right) / len(made),
+            "selected": describe([r for r in selection.selected if r.get("decoder") == label]),
+            "all_correct": describe(right),
+        }
     return {
         "prompts": prompts,
         "candidates": len(candidates),
@@ -87,5 +126,6 @@ def summarize(candidates: Sequence[Record], selection: Selection) -> dict[str, A
             "mean_nfe_ratio": ratio("mean_nfe"),
             "mean_r_total_ratio": ratio("mean_r_total"),
         },
+        "per_decoder": per_decoder,
         "prompt_ids_without_correct": selection.without_correct,
     }

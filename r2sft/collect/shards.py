@@ -55,6 +55,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
+def describe_model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two model fingerprints (``pipeline.model_fingerprint``), briefly."""
+    old_source, new_source = old.get("path", old.get("hub_id")), new.get("path", new.get("hub_id"))
+    if old_source != new_source:
+        return f"{old_source} -> {new_source}"
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    changes = [f"{name} added" for name in sorted(new_files.keys() - old_files.keys())]
+    changes += [f"{name} removed" for name in sorted(old_files.keys() - new_files.keys())]
+    for name in sorted(old_files.keys() & new_files.keys()):
+        (old_size, old_time), (new_size, new_time) = old_files[name], new_files[name]
+        if old_size != new_size:
+            changes.append(f"{name} size {old_size} -> {new_size} bytes")
+        elif old_time != new_time:
+            changes.append(f"{name} rewritten (modification time changed)")
+    return f"{new_source}: {', '.join(changes) or 'fingerprint changed'}"
+
+
 class ShardStore:
     """Shard files of one output directory."""
 
@@ -93,7 +110,7 @@ class ShardStore:
             if old.get(key) != settings.get(key)
         ]
         if model is not None and previous.get("model") not in (None, model):
-            problems.append(f"model weights: {previous['model']} -> {model}")
+            problems.append(f"the model: {describe_model_change(previous['model'], model)}")
         if prompts is not None:
             known = previous.get("prompts", {})
             changed = sorted(key for key in prompts.keys() & known.keys()
@@ -187,7 +204,8 @@ def save_dataset_atomically(dataset: Any, path: Path) -> None:
     temp = path.with_name(f"{_TEMP_PREFIX}{path.name}")
     if temp.exists():
         shutil.rmtree(temp)
-    dataset.save_to_disk(str(temp))
+    # An empty set gets one (empty) shard: with none, datasets cannot load it back.
+    dataset.save_to_disk(str(temp), num_shards=1 if len(dataset) == 0 else None)
     if path.exists():
         shutil.rmtree(path)
     os.replace(temp, path)

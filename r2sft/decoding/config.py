@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from r2sft.decoding.presets import MODEL, OFFICIAL, read_preset, resolve_preset
+
 Policy = Literal["fixed", "threshold", "factor"]
 TokenClusterMode = Literal["confidence", "mid", "random", "none"]
 TemporalAgg = Literal["last", "ave", "max"]
@@ -58,6 +60,10 @@ class DecoderConfig:
         temporal_agg: aggregation of the streak's confidences: last | ave | max.
         temperature: 0 decodes greedily; > 0 samples candidates with Gumbel noise drawn from
             the row's own seeded generator (reproducible, batch-independent).
+        early_exit: stop a row once its answer is complete: when it has committed an
+            end-of-text / end-of-turn token with every position before it committed, the
+            rest of its canvas becomes end-of-text in that same forward. The response (cut
+            at the first end token) is unchanged; the fill is recorded with its own rule.
         record_trace: keep the per-forward top-1 token and confidence of the active block.
         cache: KV cache of the forwards inside a block: "auto" ("dual" for models with
             r2sft's decoding cache, such as r2sft's LLaDA, else "none"), "none" (every
@@ -90,6 +96,7 @@ class DecoderConfig:
     tau_t: float = 0.8
     temporal_agg: TemporalAgg = "last"
     temperature: float = 0.0
+    early_exit: bool = False
     record_trace: bool = True
     cache: CacheMode = "auto"
     cache_refresh: int | None = None
@@ -207,8 +214,14 @@ class DecoderArgs:
     same everywhere (``--decoder r2 --threshold 0.8 --tau_t 0.7``).
     """
 
-    decoder: str = field(default="r2", metadata=_help("decoder preset: fixed | threshold | "
-                                                       "factor | r2."))  # fmt: skip
+    decoder: str = field(default="r2", metadata=_help("decoder: fixed | threshold | factor | "
+                                                       "r2."))  # fmt: skip
+    preset: str = field(
+        default=MODEL,
+        metadata=_help("decoder settings: model (the model folder's r2sft_decoding.json, else "
+                       "official) | official (the R²-dLLM GSM8K values) | PATH (a preset JSON "
+                       "file or a folder holding one). Options given here override it."),
+    )  # fmt: skip
     gen_length: int | None = field(default=None, metadata=_help("canvas length (None: task's)."))
     block_length: int | None = field(default=None, metadata=_help("block (None: task's)."))
     policy: Policy | None = field(default=None, metadata=_help("fixed | threshold | factor."))
@@ -245,6 +258,11 @@ class DecoderArgs:
                                      "since the last fill (0: at block start only; default "
                                      "half the block).")
     )  # fmt: skip
+    early_exit: bool | None = field(
+        default=None,
+        metadata=_help("stop a row once its answer is complete (None: the preset's; r2sft's "
+                       "tuned presets turn it on, official leaves it off)."),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.check_decoder_args()
@@ -255,6 +273,8 @@ class DecoderArgs:
             raise ValueError(
                 f"--decoder {self.decoder!r} is unknown; choose one of {', '.join(DECODER_NAMES)}."
             )
+        if self.preset not in (OFFICIAL, MODEL):
+            read_preset(self.preset)  # a preset file must exist and be valid
         for name in ("threshold", "tau_s", "tau_t"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -276,25 +296,39 @@ class DecoderArgs:
         if self.cache is not None and self.cache not in CACHE_MODES:
             raise ValueError(f"--cache {self.cache!r} must be one of {', '.join(CACHE_MODES)}.")
 
+    def decoder_args(self, **changes: Any) -> DecoderArgs:
+        """These decoder options alone, as a plain :class:`DecoderArgs`, with ``changes``."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecoderArgs)}
+        return DecoderArgs(**{**values, **changes})
+
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""
         names = DECODER_ARG_FIELDS
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def resolve(
-        self, task: Any = None, defaults: dict[str, Any] | None = None, **fixed: Any
+        self,
+        task: Any = None,
+        defaults: dict[str, Any] | None = None,
+        model: str | None = None,
+        **fixed: Any,
     ) -> DecoderConfig:
-        """The decoder: ``fixed`` values, then this config's, then ``defaults`` (e.g. the
-        collect decoder a training run tracks with), then ``task``'s canvas, then the preset.
+        """The decoder, each source overriding the next: ``fixed`` values, this config's
+        options, ``defaults`` (e.g. the collect decoder a training run tracks with), the
+        preset (``--preset``; ``model`` reads ``model``'s r2sft_decoding.json), ``task``'s
+        canvas, the official values.
         """
         values = {}
         if task is not None:
             canvas = {"gen_length": task.gen_length, "block_length": task.block_length}
             values.update({k: v for k, v in canvas.items() if v is not None})
+        values.update(resolve_preset(self.preset, model).values(self.decoder))
         values.update({k: v for k, v in (defaults or {}).items() if k in DECODER_ARG_FIELDS})
         values.update(self.decoder_overrides())
         values.update(fixed)
         return decoder_config(self.decoder, **values)
 
 
-DECODER_ARG_FIELDS = tuple(f.name for f in dataclasses.fields(DecoderArgs) if f.name != "decoder")
+DECODER_ARG_FIELDS = tuple(
+    f.name for f in dataclasses.fields(DecoderArgs) if f.name not in ("decoder", "preset")
+)

@@ -117,7 +117,9 @@ def measure_redundancy(
     masked_before = valid & (committed_at >= step_index)
     baseline_now = (committed_at == step_index) & (rule == int(CommitRule.BASELINE))
     masked_after_baseline = masked_before & ~baseline_now
-    masked_after = valid & (committed_at > step_index)
+    # End-of-text fill written by early exit is no answer token a decoder could have
+    # committed sooner: it is never counted as a redundant step.
+    masked_after = valid & (committed_at > step_index) & (rule != int(CommitRule.EARLY_EXIT))
 
     # Temporal: streak of "top-1 equals the final token" over consecutive forwards of the
     # same block (K is small: a loop over k, not over positions or forwards).

@@ -29,6 +29,7 @@ class CommitRule(IntEnum):
     CONFIDENCE_CLUSTER = 2
     TOKEN_CLUSTER = 3
     TEMPORAL = 4
+    EARLY_EXIT = 5  # end-of-text fill after a complete answer (DecoderConfig.early_exit)
 
 
 def chosen_confidence(logits: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -273,6 +274,14 @@ def token_cluster_enabled(config: DecoderConfig) -> bool:
     """Whether the R² token cluster runs: a mode is set and, as in the official code, the
     confidence-cluster window is too."""
     return config.r2 and config.token_cluster_mode != "none" and config.window > 0
+
+
+def answer_complete(tokens: torch.Tensor, mask_id: int, end_ids: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: rows whose generated canvas ``tokens`` (``[N, G]``) holds a committed
+    end token (any of ``end_ids``: end of text, end of turn) with every position before it
+    committed. The response text, cut at the first end token, can no longer change."""
+    committed_prefix = (tokens != mask_id).long().cumprod(dim=-1).bool()
+    return (torch.isin(tokens, end_ids) & committed_prefix).any(dim=-1)
 
 
 def commit_step(

@@ -27,7 +27,9 @@ import torch
 
 from r2sft.decoding.config import DecoderConfig
 from r2sft.decoding.rules import (
+    CommitRule,
     TemporalState,
+    answer_complete,
     chosen_confidence,
     commit_step,
     token_cluster_enabled,
@@ -42,6 +44,8 @@ class DecodeSpec(Protocol):
 
     mask_token_id: int
     pad_token_id: int
+    eos_token_id: int
+    eot_token_id: int | None
     shifted_logits: bool
 
 
@@ -224,6 +228,9 @@ def _generate_batch(
     if needs_rng:
         generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
     offsets = torch.arange(block, device=device)
+    end_ids = torch.tensor(
+        [i for i in (spec.eos_token_id, spec.eot_token_id) if i is not None], device=device
+    )
     # Fixed schedule: block masks spread evenly over the block's steps, remainder first.
     per_step, remainder = divmod(block, config.steps_per_block)
 
@@ -283,6 +290,16 @@ def _generate_batch(
         new_step = torch.where(block_done, 0, step_in_block[active] + 1)
         step_in_block[active] = new_step
         new_block = block_index[active] + block_done.long()
+        if config.early_exit:
+            # A complete answer: fill the rest of the canvas with end of text in this forward.
+            generated = canvas[active, width:]
+            complete = answer_complete(generated, mask_id, end_ids)
+            fill = complete[:, None] & (generated == mask_id)
+            canvas[active, width:] = torch.where(fill, spec.eos_token_id, generated)
+            step_map[active] = torch.where(fill, row_nfe[:, None].to(torch.int32),
+                                           step_map[active])  # fmt: skip
+            rule_map[active] = torch.where(fill, int(CommitRule.EARLY_EXIT), rule_map[active])
+            new_block = torch.where(complete, num_blocks, new_block)
         block_index[active] = new_block
         refill = block_done
         if cache is not None and config.refresh_tokens > 0:

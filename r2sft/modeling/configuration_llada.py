@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from r2sft.modeling.config_checks import check_head_counts, reject_unsupported_options
+
 # Official ModelConfig fields with LLaDA-8B-Instruct values. Every one of them is kept on the
 # config (and written back by save_pretrained), including the ones our model only validates.
 LLADA_8B_DEFAULTS: dict[str, Any] = {
@@ -75,6 +77,7 @@ class LLaDAConfig(PretrainedConfig):
         "num_hidden_layers": "n_layers",
         "intermediate_size": "mlp_hidden_size",
         "max_position_embeddings": "max_sequence_length",
+        "initializer_range": "init_std",
     }
 
     def __init__(self, use_cache: bool = False, **kwargs: Any) -> None:
@@ -131,21 +134,13 @@ class LLaDAConfig(PretrainedConfig):
             "layer_norm_type": (str(self.layer_norm_type), "rms"),
             "attention_layer_norm": (self.attention_layer_norm, False),
         }
-        for key, (value, supported) in unsupported.items():
-            if value != supported:
-                raise ValueError(
-                    f"LLaDA config key {key!r}={value!r} is not supported by r2sft's LLaDA "
-                    f"(only {key}={supported!r}, as in the released LLaDA checkpoints)."
-                )
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"LLaDA config: d_model={self.d_model} is not divisible by n_heads={self.n_heads}."
-            )
-        if self.n_heads % self.effective_n_kv_heads != 0:
-            raise ValueError(
-                f"LLaDA config: n_heads={self.n_heads} is not a multiple of "
-                f"n_kv_heads={self.effective_n_kv_heads}."
-            )
+        reject_unsupported_options("LLaDA", unsupported)
+        check_head_counts(
+            "LLaDA",
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.effective_n_kv_heads),
+        )
         if self.padded_vocab_size < self.vocab_size:
             raise ValueError(
                 f"LLaDA config: embedding_size={self.embedding_size} is smaller than "

@@ -3,8 +3,10 @@
 Both read a local JSONL / ``.jsonl.gz`` file (or a folder holding ``{split}.jsonl[.gz]`` or
 a single data file) in the data set's own format, or the data set's Hub name when online.
 A response is judged by extracting its code and joining it to the prompt's code
-(:mod:`r2sft.tasks.extraction`), assembling the task's test program around it and running
-that program in :mod:`r2sft.tasks.sandbox`: it passes iff it exits 0 within the time limit.
+(:mod:`r2sft.tasks.extraction`), then running it in :mod:`r2sft.tasks.sandbox`: the
+solution in an unprivileged worker, the task's tests (with the prompt's or the setup's own
+code as their context) in the harness, calling the solution's functions. It passes iff
+every test returns within the time limit; how the process ends does not count.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from abc import abstractmethod
 from typing import Any
 
 from r2sft.tasks.base import Example, Task, register_task
-from r2sft.tasks.extraction import build_solution, called_names
+from r2sft.tasks.extraction import build_solution, called_names, parseable_head
 from r2sft.tasks.extraction import extract_code as extract_code  # re-exported
 from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
 from r2sft.tasks.sandbox import CodeCheck, SandboxLimits, run_many
@@ -85,10 +87,13 @@ class HumanEvalTask(_CodeTask):
 
     def program(self, example: Example, response: str) -> CodeCheck:
         """The prompt's helpers and imports with the model's function (restated whole, or
-        as a body continuing the prompt), pruned by :func:`build_solution`."""
+        as a body continuing the prompt), pruned by :func:`build_solution`. The tests run
+        with the prompt itself as context (HumanEval/32, 38, 50 call its helpers), never
+        with the model's versions of them."""
         entry_point = example.meta["entry_point"]
         solution = build_solution(example.question, response, entry_point)
-        return CodeCheck(solution, f"{example.reference}\n\ncheck({entry_point})", entry_point)
+        tests = f"{example.reference}\n\ncheck({entry_point})\n"
+        return CodeCheck(solution, tests, (entry_point,), parseable_head(example.question))
 
 
 @register_task("mbpp")
@@ -156,7 +161,9 @@ class MBPPTask(_CodeTask):
 
     def program(self, example: Example, response: str) -> CodeCheck:
         """The test setup with the model's code, pruned to what the functions the asserts
-        call need (the entry points are read from the asserts)."""
-        entry_points = called_names(example.reference)
-        solution = build_solution(example.meta["setup"], response, entry_points or None)
-        return CodeCheck(solution, example.reference, entry_points[0] if entry_points else None)
+        call need (the entry points are read from the asserts); the asserts run with the
+        setup as context."""
+        setup = example.meta["setup"]
+        entry_points = called_names(example.reference, setup)
+        solution = build_solution(setup, response, entry_points or None)
+        return CodeCheck(solution, example.reference, tuple(entry_points), context=setup)

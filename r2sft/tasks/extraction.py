@@ -462,6 +462,14 @@ def _complete_body(prompt: str, response: str, names: frozenset[str]) -> str | N
     return None
 
 
+def parseable_head(prompt: str) -> str:
+    """The longest prefix of ``prompt`` that parses: a prompt may end in a bare signature,
+    which does not parse alone; its complete head (imports, helpers) is what a restated
+    function is joined to, and what the tests may run with."""
+    lines = prompt.splitlines()
+    return "\n".join(lines[: _longest_parse(lines, 0)]) + "\n"
+
+
 def build_solution(
     prompt: str, response: str, entry_point: str | Iterable[str] | None = None
 ) -> str:
@@ -483,10 +491,8 @@ def build_solution(
     names = _entry_names(entry_point)
     if prompt and not prompt.endswith("\n"):
         prompt += "\n"
-    # A prompt may end in a bare signature, which does not parse alone: its complete head
-    # (imports, helpers) is what a restated function is joined to.
     prompt_lines = prompt.splitlines()
-    prompt_head = "\n".join(prompt_lines[: _longest_parse(prompt_lines, 0)]) + "\n"
+    prompt_head = parseable_head(prompt)
     spans = code_spans(response)
     chosen = _select(spans, names)
 
@@ -521,9 +527,19 @@ def build_solution(
     return prompt + (chosen.text if chosen is not None and prompt == prompt_head else response)
 
 
-def called_names(test_code: str) -> list[str]:
+def called_names(test_code: str, context: str = "") -> list[str]:
     """The non-builtin functions ``test_code`` calls by name (MBPP asserts), in order of
-    first call: the names a solution must define."""
+    first call, except those ``context`` (the test setup) defines or imports: the names a
+    solution must define."""
+    provided: set[str] = set()
+    try:
+        context_tree = ast.parse(context)
+    except SyntaxError:
+        context_tree = ast.Module(body=[], type_ignores=[])
+    provided |= _top_level_names(context_tree)
+    for node in context_tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            provided.update(_alias_name(alias) for alias in node.names)
     trees = []
     try:
         trees.append(ast.parse(test_code))
@@ -540,6 +556,6 @@ def called_names(test_code: str) -> list[str]:
         for node in sorted(calls, key=lambda n: (n.lineno, n.col_offset)):
             if isinstance(node.func, ast.Name):
                 name = node.func.id
-                if name not in _BUILTINS and name not in defined and name not in found:
+                if name not in _BUILTINS | defined | provided and name not in found:
                     found.append(name)
     return found

@@ -19,8 +19,9 @@ class InvalidRecordError(ValueError):
     """A data record cannot be used; the message names the file, line and problem."""
 
 
-def _open_text(path: Path) -> IO[str]:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open()
+def _open_bytes(path: Path) -> IO[bytes]:
+    # Bytes, decoded line by line: a non-UTF-8 byte is then reported with its line.
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
 def reject_record(problem: str, skip_invalid: bool, skipped: list[str] | None) -> None:
@@ -37,40 +38,63 @@ def read_jsonl(
     required: Iterable[str],
     skip_invalid: bool = False,
     skipped: list[str] | None = None,
+    text_fields: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL(.gz) file that carry every ``required`` field.
 
-    Each record gets ``_line`` (its 1-based line number) for error messages. A malformed
-    line, a non-object or a missing / empty required field raises
-    :class:`InvalidRecordError` naming ``path:line``; with ``skip_invalid`` the line is
-    skipped and its reason appended to ``skipped`` instead.
+    Each record gets ``_line`` (its 1-based line number) for error messages. A line that is
+    not UTF-8 or not JSON, a non-object, a missing / empty required field or a
+    ``text_fields`` field that is not a string raises :class:`InvalidRecordError` naming
+    ``path:line``; with ``skip_invalid`` the line is skipped and its reason appended to
+    ``skipped`` instead.
     """
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist; check the task's --data_path.")
-    required = tuple(required)
+    required, text_fields = tuple(required), tuple(text_fields)
     records = []
-    with _open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with _open_bytes(path) as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            record = _parse_record(raw, required, text_fields)
+            if record is None:  # a blank line
                 continue
-            problem = None
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problem = f"{path}:{line_number}: malformed JSON ({error.msg})"
-            else:
-                if not isinstance(record, dict):
-                    problem = f"{path}:{line_number}: expected a JSON object"
-                else:
-                    missing = [key for key in required if record.get(key) in (None, "", [])]
-                    if missing:
-                        problem = f"{path}:{line_number}: missing or empty field(s) {missing}"
-            if problem is not None:
-                reject_record(problem, skip_invalid, skipped)
+            if isinstance(record, str):
+                reject_record(f"{path}:{line_number}: {record}", skip_invalid, skipped)
                 continue
             record["_line"] = line_number
             records.append(record)
     return records
+
+
+def _parse_record(
+    raw: bytes, required: tuple[str, ...], text_fields: tuple[str, ...]
+) -> dict[str, Any] | str | None:
+    """The record of one JSONL line, what is wrong with it (a string), or None (blank)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+            "re-save the file as UTF-8"
+        )
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return f"malformed JSON ({error.msg})"
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    missing = [key for key in required if _is_empty(record.get(key))]
+    if missing:
+        return f"missing or empty field(s) {missing}"
+    for key in text_fields:
+        if key in record and not isinstance(record[key], str):
+            return f"field {key!r} must be a string, got {type(record[key]).__name__}"
+    return record
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
 
 
 def find_split_file(root: Path, split: str) -> Path:

@@ -139,7 +139,10 @@ class GSM8KTask(Task):
         if self.path is None:
             return load_hub_rows(self.hub_name, split, self.hub_config), f"{self.hub_name}[{split}]"
         file = find_split_file(self.path, split)
-        rows = read_jsonl(file, ("question", "answer"), self.options.skip_invalid, self.skipped)
+        rows = read_jsonl(
+            file, ("question", "answer"), self.options.skip_invalid, self.skipped,
+            text_fields=("question", "answer"),
+        )  # fmt: skip
         return rows, str(file)
 
     def load(self, split: str = "test", limit: int | None = None) -> list[Example]:

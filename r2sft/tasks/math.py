@@ -69,10 +69,10 @@ class MathTask(Task):
             rows, source = load_hub_rows(self.hub_name, split), self.hub_name
         else:
             file = find_split_file(self.path, split)
-            rows, source = (
-                read_jsonl(file, ("problem",), self.options.skip_invalid, self.skipped),
-                file,
-            )
+            options = self.options
+            rows = read_jsonl(file, ("problem",), options.skip_invalid, self.skipped,
+                              text_fields=("problem",))  # fmt: skip
+            source = file
         examples = []
         for index, row in enumerate(rows):
             where = f"{source}:{row['_line']}"

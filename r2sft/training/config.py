@@ -39,7 +39,11 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
         metadata=_help("Weights dtype for training: float32 | bfloat16 | auto (checkpoint's)."),
     )
     trust_remote_code: bool = field(
-        default=False, metadata=_help("Allow the checkpoint's own modeling code (Dream).")
+        default=False,
+        metadata=_help(
+            "Allow the checkpoint's own modeling code (families without an r2sft class; "
+            "LLaDA and Dream always load with r2sft's own)."
+        ),
     )
     data_dir: str = field(
         default=str(DEFAULT_COLLECT_DIR),
@@ -58,7 +62,8 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
     overwrite_output_dir: bool = field(
         default=False,
         metadata=_help("Start a fresh run in a used output_dir, deleting its checkpoints, "
-                       "metrics and final/ (else a used folder is an error)."),
+                       "metrics and final/ (else a used folder is an error); with "
+                       "--resume_from_checkpoint, delete the checkpoints after it."),
     )  # fmt: skip
     allow_unselected_data: bool = field(
         default=False,
@@ -252,7 +257,11 @@ def resume_fingerprint(config: TrainConfig) -> dict[str, Any]:
     inherited = {f.name for cls in (TrainingArguments, TaskArgs, DecoderArgs) for f in fields(cls)}
     own = [f.name for f in fields(TrainConfig) if f.name not in inherited | _TRACKING_FIELDS]
     names = [*own, *RESUME_TRAINER_FIELDS]
-    return {name: _plain(getattr(config, name, None)) for name in names}
+    fingerprint = {name: _plain(getattr(config, name, None)) for name in names}
+    for name in ("model", "data_dir"):  # one folder, however it is spelled
+        if fingerprint[name] and Path(fingerprint[name]).exists():
+            fingerprint[name] = str(Path(fingerprint[name]).resolve())
+    return fingerprint
 
 
 def _plain(value: Any) -> Any:

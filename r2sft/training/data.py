@@ -46,29 +46,41 @@ def resolve_data_path(data_dir: str | Path) -> Path:
     )
 
 
+class EmptyDataError(ValueError):
+    """The collected data has no rows (no prompt had a correct candidate)."""
+
+
 class UnselectedDataError(ValueError):
     """The data is not a selected set: it has incorrect rows or several rows per prompt."""
+
+
+def unselected_rows(dataset: Any) -> tuple[int, list[str]]:
+    """Why ``dataset`` is not a selected set: its number of incorrect rows and the prompts
+    that have several rows ((0, []) for collect.py's ``selected/``)."""
+    incorrect = dataset["correct"].count(False)
+    repeated = []
+    if "prompt_id" in dataset.column_names:
+        counts = Counter(dataset["prompt_id"])
+        repeated = [prompt for prompt, count in counts.items() if count > 1]
+    return incorrect, repeated
 
 
 def check_selected(dataset: Any, path: Path) -> None:
     """Raise :class:`UnselectedDataError` unless every row is correct and prompts are unique
     (what collect.py's ``selected/`` holds; its ``candidates/`` holds every candidate)."""
-    incorrect = dataset["correct"].count(False)
+    incorrect, repeated = unselected_rows(dataset)
     if incorrect:
         raise UnselectedDataError(
             f"{path}: {incorrect} of {len(dataset)} rows are incorrect candidates; this looks "
             "like collect.py's candidates/, not selected/. Point --data_dir at the collect "
             "output folder (its selected/ is used), or pass --allow_unselected_data."
         )
-    if "prompt_id" in dataset.column_names:
-        counts = Counter(dataset["prompt_id"])
-        repeated = [prompt for prompt, count in counts.items() if count > 1]
-        if repeated:
-            raise UnselectedDataError(
-                f"{path}: {len(repeated)} prompt(s) have several rows (e.g. {repeated[:3]}); a "
-                "selected set has one per prompt. Use the collect output's selected/, or pass "
-                "--allow_unselected_data."
-            )
+    if repeated:
+        raise UnselectedDataError(
+            f"{path}: {len(repeated)} prompt(s) have several rows (e.g. {repeated[:3]}); a "
+            "selected set has one per prompt. Use the collect output's selected/, or pass "
+            "--allow_unselected_data."
+        )
 
 
 def load_trajectories(
@@ -85,7 +97,21 @@ def load_trajectories(
     from datasets import load_from_disk
 
     path = resolve_data_path(data_dir)
-    dataset = load_from_disk(str(path))
+    empty = EmptyDataError(
+        f"{path} holds no trajectories: no prompt had a correct candidate (see the "
+        "collection's summary.json). Collect more prompts or candidates (--num_prompts, "
+        "--num_candidates) or use a stronger model."
+    )
+    state = path / "state.json"
+    if state.is_file() and not json.loads(state.read_text()).get("_data_files", True):
+        raise empty  # an empty set saved without shards, which datasets cannot load
+    try:
+        dataset = load_from_disk(str(path))
+    except Exception as error:  # noqa: BLE001  (arrow / json / os errors alike)
+        raise ValueError(
+            f"cannot read {path} as a saved dataset ({type(error).__name__}: {error}); re-run "
+            "collect.py into a new --output_dir."
+        ) from error
     if hasattr(dataset, "keys"):  # a DatasetDict: take its only / train split
         splits = list(dataset.keys())
         dataset = dataset["train"] if "train" in splits else dataset[splits[0]]
@@ -96,7 +122,7 @@ def load_trajectories(
             f"re-run collect.py to write the format of docs/architecture.md."
         )
     if len(dataset) == 0:
-        raise ValueError(f"{path}: the collected data set is empty; collect more prompts.")
+        raise empty
     if not allow_unselected:
         check_selected(dataset, path)
     if max_samples is not None:
@@ -128,8 +154,11 @@ def collect_decoder_settings(dataset: Any) -> dict[str, Any]:
 
 
 def data_summary(dataset: Any) -> dict[str, Any]:
-    """Numbers for the model card: size and mean NFE / R_total of the selected trajectories."""
-    summary: dict[str, Any] = {"num_trajectories": len(dataset)}
+    """Numbers for the model card: size, mean NFE / R_total of the trajectories and, for data
+    that is not a selected set, its incorrect rows and repeated prompts."""
+    incorrect, repeated = unselected_rows(dataset)
+    summary: dict[str, Any] = {"num_trajectories": len(dataset), "incorrect_rows": incorrect,
+                               "repeated_prompts": len(repeated)}  # fmt: skip
     for column in ("nfe", "r_total"):
         if column in dataset.column_names:
             values = dataset[column]

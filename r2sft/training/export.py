@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from r2sft.decoding.presets import PRESET_FILE
 from r2sft.training.config import TrainConfig
 from r2sft.training.tracking import TRACKED_KEYS, read_metrics
 
@@ -36,7 +37,17 @@ def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(final))
+        copy_decoder_preset(config.model, final)
     return final
+
+
+def copy_decoder_preset(base_model: str, final: Path) -> Path | None:
+    """The base model's decoder preset (``r2sft_decoding.json``), written into ``final``
+    so the fine-tuned model decodes with it by default and carries it to the Hub."""
+    from r2sft.decoding.presets import model_preset, write_preset
+
+    preset = model_preset(base_model)
+    return write_preset(final, preset) if preset is not None else None
 
 
 @contextmanager
@@ -81,6 +92,18 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+def _data_kind(data: dict[str, Any]) -> str:
+    """The card's name for the data: selected trajectories, or why they are not a selected set."""
+    problems = []
+    if data.get("incorrect_rows"):
+        problems.append(f"{data['incorrect_rows']} incorrect")
+    if data.get("repeated_prompts"):
+        problems.append(f"{data['repeated_prompts']} prompts with several rows")
+    if not problems:
+        return "selected trajectories"
+    return f"trajectories, **not a selected set** ({', '.join(problems)}; --allow_unselected_data)"
+
+
 def model_card(
     config: TrainConfig,
     data: dict[str, Any],
@@ -112,6 +135,20 @@ def model_card(
             f"{config.cf_entropy_weight}, temperature {config.entropy_temperature})"
         ),
     }[config.objective]
+    decoding = "The model ships no decoder preset: it decodes with the official R² values."
+    preset_file = config.output_path / FINAL_DIR / PRESET_FILE
+    if preset_file.is_file():
+        preset = json.loads(preset_file.read_text())
+        tuned = preset.get("tuned") or {}
+        decoding = (
+            f"`{PRESET_FILE}` holds the decoder settings r2sft uses for this model by default "
+            f"(`--preset model`), copied from the base model `{config.model}`"
+            + (f", tuned on `{tuned.get('task')}` split `{tuned.get('split')}`" if tuned else "")
+            + ". Re-tune them for the fine-tuned weights with `python -m r2sft.tune --model "
+            "<this folder> --write`.\n\n```json\n"
+            + json.dumps(preset.get("decoders"), indent=2, sort_keys=True)
+            + "\n```"
+        )
     tuning = (
         f"LoRA r={config.lora_r}, alpha={config.lora_alpha} (merged; adapter in `adapter/`)"
         if config.lora
@@ -139,7 +176,7 @@ R²-dLLM, arXiv 2604.18995): trained on the correct decodes with the lowest redu
 (R_total) per prompt, so that it decodes in fewer forward passes.
 
 - **Base model:** `{config.model}`
-- **Data:** {data.get("num_trajectories", "?")} selected trajectories from `{config.data_dir}`
+- **Data:** {data.get("num_trajectories", "?")} {_data_kind(data)} from `{config.data_dir}`
   (gen length {data.get("gen_length", "?")}, mean NFE {_fmt(data.get("mean_nfe"))},
   mean R_total {_fmt(data.get("mean_r_total"))})
 - **Objective:** {objective}
@@ -155,6 +192,10 @@ decoder `{config.decoder}`; before = step {before.get("step", "?")}, after = ste
 | metric | before | after |
 |---|---|---|
 {rows}
+
+## Decoder settings
+
+{decoding}
 
 ## Use
 
@@ -183,20 +224,21 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
     """Upload ``folder`` to the Hub repo ``repo_id`` (created when missing); returns its URL.
 
     Raises:
-        RuntimeError: no token (set ``HF_TOKEN`` or run ``hf auth login``).
+        r2sft.hub.HubError: no token (set ``HF_TOKEN`` or run ``hf auth login``), or the
+            upload failed (offline, token refused); the message says how to upload later.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    if get_token() is None:  # looks at HF_TOKEN, then the cached login; never echoed
-        raise RuntimeError(
-            f"--hub_model_id {repo_id}: no Hugging Face token found. Set the HF_TOKEN "
-            "environment variable or run `hf auth login`, then re-run the export."
+    from r2sft.hub import hub_upload, require_token
+
+    require_token(repo_id)
+    later = f"The model is saved in {folder}; upload it later with `hf upload {repo_id} {folder}`."
+    with hub_upload(repo_id, str(folder), later):
+        api = HfApi()
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message="r2sft: upload fine-tuned model",
         )
-    api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        commit_message="r2sft: upload fine-tuned model",
-    )
     return str(url)

@@ -37,9 +37,11 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(output_dir: str | Path, records: list[dict[str, Any]]) -> None:
+    from r2sft.collect.shards import atomic_write_text  # a kill never leaves half a file
+
     path = Path(output_dir) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def truncate_metrics(output_dir: str | Path, last_step: int) -> None:
@@ -106,6 +108,7 @@ class CheckpointTracker(TrainerCallback):
         batch_size: int,
         output_dir: str | Path,
         eval_before_training: bool = True,
+        untracked_checkpoint: Path | None = None,
     ) -> None:
         self.task = task
         self.examples = examples
@@ -115,6 +118,9 @@ class CheckpointTracker(TrainerCallback):
         self.batch_size = batch_size
         self.output_dir = Path(output_dir)
         self.eval_before_training = eval_before_training
+        # The resumed checkpoint when a kill cut its tracking short; tracked once its weights
+        # are loaded, before the first optimizer step (or at the end when none is left).
+        self.untracked_checkpoint = untracked_checkpoint
         self.trainer: Any = None  # set by bind(); the callback logs through the trainer
 
     def bind(self, trainer: Any) -> CheckpointTracker:
@@ -171,13 +177,18 @@ class CheckpointTracker(TrainerCallback):
         missing = [k for k in TRACKED_KEYS[1:] if k not in record]
         if missing:
             raise KeyError(f"r2sft.evaluate.evaluate returned no {missing}; got {sorted(metrics)}")
-        if checkpoint_dir is not None and checkpoint_dir.is_dir():
-            (checkpoint_dir / CHECKPOINT_METRICS_FILE).write_text(json.dumps(record, indent=2))
         records = [r for r in read_metrics(self.output_dir) if r["step"] != record["step"]]
         records.append(record)
         records.sort(key=lambda r: r["step"])
         write_metrics(self.output_dir, records)
         plot_metrics(records, self.output_dir / PLOT_FILE)
+        if checkpoint_dir is not None and checkpoint_dir.is_dir():
+            from r2sft.collect.shards import atomic_write_text
+
+            # Written last: its presence says the checkpoint's tracking is complete.
+            atomic_write_text(
+                checkpoint_dir / CHECKPOINT_METRICS_FILE, json.dumps(record, indent=2)
+            )
         return record
 
     def _log(self, record: dict[str, Any] | None) -> None:
@@ -203,6 +214,17 @@ class CheckpointTracker(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.eval_before_training and state.global_step == 0 and self.examples:
             self._log(self.track(state, checkpoint_dir=None))
+
+    def _track_resumed_checkpoint(self, state: Any) -> None:
+        checkpoint, self.untracked_checkpoint = self.untracked_checkpoint, None
+        if checkpoint is not None and self.examples:
+            self._log(self.track(state, checkpoint))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._track_resumed_checkpoint(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._track_resumed_checkpoint(state)
 
     def on_step_end(self, args, state, control, **kwargs):
         # Log the training loss at every save, so a checkpoint's metrics carry the loss of the

@@ -1,0 +1,71 @@
+"""r2sft.tune: the search steps on hand-built results, and a small run on the embedded model."""
+
+import json
+import shutil
+
+import pytest
+
+from r2sft.decoding.presets import PRESET_FILE, read_preset
+from r2sft.paths import EMBEDDED_MODEL_DIR
+from r2sft.tune import TuneArgs, neighbours, pick, r2_grid, settings_of, threshold_settings, tune
+
+
+def test_pick_is_the_fewest_forwards_within_the_accuracy_floor():
+    results = [
+        {"decoder": "r2", "accuracy": 0.50, "mean_nfe": 4.0},  # too inaccurate
+        {"decoder": "r2", "accuracy": 0.60, "mean_nfe": 6.0},
+        {"decoder": "r2", "accuracy": 0.62, "mean_nfe": 6.0},  # same NFE, more accurate
+        {"decoder": "threshold", "accuracy": 0.70, "mean_nfe": 5.0},  # another decoder
+    ]
+    assert pick(results, "r2", floor=0.59) is results[2]
+    assert pick(results, "threshold", floor=0.59) is results[3]
+    assert pick(results, "r2", floor=0.9) is None
+
+
+def test_neighbours_change_one_parameter_within_bounds():
+    base = {"threshold": 0.9, "tau_s": 0.3, "tau_t": 0.3, "temporal_k": 1}
+    found = neighbours(base)
+    for setting in found:
+        changed = [k for k in set(setting) | set(base) if setting.get(k) != base.get(k)]
+        assert len(changed) == 1, setting
+    assert {s["threshold"] for s in found if s["threshold"] != 0.9} == {0.8, 0.95}
+    assert {s["temporal_k"] for s in found} == {1, 2}  # K never drops below 1
+    assert {s.get("window") for s in found} == {None, 2, 4}
+
+
+def test_grids_and_settings_round_trip():
+    assert all(s["decoder"] == "threshold" and 0 < s["threshold"] < 1 for s in threshold_settings())
+    grid = r2_grid()
+    assert len(grid) == 12 and all(s["tau_s"] == s["tau_t"] for s in grid)
+    reported = {**grid[0], "accuracy": 0.5, "mean_nfe": 3.0, "nfe_ratio": 0.5}
+    assert settings_of(reported) == {k: v for k, v in grid[0].items() if k != "decoder"}
+
+
+@pytest.mark.skipif(not EMBEDDED_MODEL_DIR.is_dir(), reason="embedded model not built")
+def test_tune_writes_report_plot_and_a_valid_preset(tmp_path, monkeypatch):
+    import r2sft.tune
+
+    # A small search: one threshold, one R² grid point, then the refinement around it.
+    monkeypatch.setattr(r2sft.tune, "THRESHOLDS", (0.7,))
+    monkeypatch.setattr(r2sft.tune, "R2_TAUS", (0.5,))
+    monkeypatch.setattr(r2sft.tune, "R2_KS", (2,))
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, model, ignore=shutil.ignore_patterns(PRESET_FILE))
+    args = TuneArgs(model=str(model), limit=8, budget=8 * 14, write=True,
+                    output=str(tmp_path / "tune"), progress=False)  # fmt: skip
+    report = tune(args)
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert (tmp_path / "tune" / "pareto.png").stat().st_size > 1000
+    assert saved["settings_decoded"] == report["settings_decoded"] == 14  # the budget
+    assert saved["reference"]["mean_nfe"] >= saved["baseline"]["mean_nfe"]  # early exit
+    assert saved["reference"]["accuracy"] == saved["baseline"]["accuracy"]
+    assert saved["fixed"]["mean_nfe"] == 64  # one token per forward on the 64 canvas
+    floor = saved["baseline"]["accuracy"] - args.max_accuracy_drop
+    for name in ("threshold", "r2"):
+        chosen = saved["picks"][name]
+        assert chosen["accuracy"] >= floor - 1e-9
+        same = [r for r in saved["r2_settings"] + saved["threshold_curve"] if r["decoder"] == name]
+        assert chosen["mean_nfe"] == min(r["mean_nfe"] for r in same if r["accuracy"] >= floor)
+    preset = read_preset(model / PRESET_FILE)
+    assert preset.decoders["r2"]["r2"] and preset.decoders["r2"]["early_exit"]
+    assert preset.decoders["r2"]["gen_length"] == 64 and preset.tuned["split"] == "dev"
