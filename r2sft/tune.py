@@ -294,6 +294,11 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
             axis.scatter([chosen["mean_nfe"]], [chosen["accuracy"]], marker="*", s=220,
                          color=color, zorder=5, label=f"pick: {name}")  # fmt: skip
     axis.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    axis.xaxis.set_major_locator(FixedLocator([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256]))
+    axis.xaxis.set_major_formatter(ScalarFormatter())
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel("mean NFE (forward passes per problem, log scale)")
     axis.set_ylabel("accuracy")
     axis.set_title(f"{Path(report['model']).name}: {report['task']} {report['split']} "
