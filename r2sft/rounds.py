@@ -5,6 +5,11 @@ Launch::
     python -m r2sft.rounds                              # the embedded default, 3 rounds
     python -m r2sft.rounds --num_rounds 2 --output_dir outputs/rounds-2 \\
         --train_args="--max_steps 4000"
+    # rounds that collect, track and evaluate with the official R² values plus early exit
+    python -m r2sft.rounds --output_dir outputs/rounds-official \\
+        --collect_args="--preset official --early_exit true" \\
+        --train_args="--preset official --early_exit true" \\
+        --eval_preset official --eval_early_exit true
     # 8 GPUs: every stage runs under accelerate launch with these processes / config
     python -m r2sft.rounds --collect_config configs/llada_8b_gsm8k.yaml \\
         --train_config configs/llada_8b_gsm8k_train.yaml --num_processes 8 \\
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2sft.decoding import DecoderArgs
 from r2sft.paths import OUTPUTS_DIR, REPO_ROOT
 
 ROUNDS_FILE = "rounds.json"
@@ -73,6 +79,12 @@ class RoundsConfig:
     eval_data_path: str | None = field(default=None, metadata=_help("its data (None: default)."))
     eval_split: str = field(default="dev", metadata=_help("held-out split decoded per round."))
     eval_limit: int | None = field(default=None, metadata=_help("its first N (None: all)."))
+    eval_preset: str = field(
+        default="model", metadata=_help("decoder preset of the held-out decode (model | official).")
+    )
+    eval_early_exit: bool | None = field(
+        default=None, metadata=_help("early exit in the held-out decode (None: the preset's).")
+    )
     output_dir: str = field(default=str(OUTPUTS_DIR / "rounds"), metadata=_help("run folder."))
     num_processes: int = field(default=1, metadata=_help("accelerate processes per stage."))
     accelerate_config: str | None = field(
@@ -85,6 +97,7 @@ class RoundsConfig:
                 raise FileNotFoundError(f"--{name} {getattr(self, name)} does not exist.")
         if self.num_rounds < 1 or self.num_processes < 1:
             raise ValueError("--num_rounds and --num_processes must be >= 1.")
+        DecoderArgs(preset=self.eval_preset)  # a preset path must exist
         if not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
 
@@ -131,13 +144,17 @@ def evaluate_round(config: RoundsConfig, model: str, path: Path) -> dict[str, An
     preset), stored in ``path``; read back when the file exists."""
     if path.is_file():
         return json.loads(path.read_text())
-    from r2sft.decoding import DecoderArgs
     from r2sft.report import measure_model
     from r2sft.tasks import get_task
 
     task = get_task(config.eval_task, path=config.eval_data_path)
     examples = task.load(config.eval_split, limit=config.eval_limit)
-    settings = {name: DecoderArgs(decoder=name) for name in ("threshold", "r2")}
+    settings = {
+        name: DecoderArgs(
+            decoder=name, preset=config.eval_preset, early_exit=config.eval_early_exit
+        )
+        for name in ("threshold", "r2")
+    }
     result = {"model": model, **measure_model(model, task, examples, settings)}
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result

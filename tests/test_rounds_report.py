@@ -108,3 +108,21 @@ def test_rounds_check_their_options(tmp_path: Path):
         RoundsConfig(collect_config=str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="--num_rounds"):
         RoundsConfig(num_rounds=0)
+
+
+def test_round_evaluation_decodes_with_the_chosen_preset(tmp_path: Path, monkeypatch):
+    import r2sft.report
+
+    seen = {}
+
+    def measure(model, task, examples, settings, *args, **kwargs):
+        seen.update(settings)
+        return {name: {"accuracy": 0.5} for name in settings}
+
+    monkeypatch.setattr(r2sft.report, "measure_model", measure)
+    config = RoundsConfig(eval_preset="official", eval_early_exit=True, eval_limit=2,
+                          output_dir=str(tmp_path))  # fmt: skip
+    result = rounds.evaluate_round(config, "some/model", tmp_path / "eval.json")
+    assert set(result) == {"model", "threshold", "r2"}
+    assert all(s.preset == "official" and s.early_exit for s in seen.values())
+    assert json.loads((tmp_path / "eval.json").read_text()) == result
