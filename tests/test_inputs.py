@@ -177,6 +177,37 @@ def test_collect_resume_refuses_changed_data_or_weights(tmp_path: Path) -> None:
         store.check_compatible({"seed": 0}, model_fingerprint(str(model)), prompt_hashes(examples))
 
 
+def test_collect_resume_refuses_hub_model_updated_upstream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An offline Hub cache holding two commits of one repository; refs/main says which is
+    # current, as after `hf download` picked up an upstream update.
+    repo = tmp_path / "hub" / "models--org--dllm"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    examples = [Example("p-0", "What is 2 + 2?", "4")]
+    prompts = prompt_hashes(examples)
+    assert model_fingerprint("org/dllm") == {"hub_id": "org/dllm", "revision": "a" * 40}
+    store = ShardStore(tmp_path / "out")
+    store.prepare({"seed": 0}, model_fingerprint("org/dllm"), prompts)
+    assert store.check_compatible({"seed": 0}, model_fingerprint("org/dllm"), prompts)
+    (repo / "refs" / "main").write_text("b" * 40)
+    with pytest.raises(IncompatibleRunError, match=r"org/dllm: Hub revision a+ -> b+"):
+        store.check_compatible({"seed": 0}, model_fingerprint("org/dllm"), prompts)
+    # A run recorded before revisions were (no "revision" key) still resumes.
+    store.prepare({"seed": 0}, {"hub_id": "org/dllm"}, prompts)
+    assert store.check_compatible({"seed": 0}, model_fingerprint("org/dllm"), prompts)
+
+
 # ----------------------------------------------------------------------------- train inputs
 
 

@@ -65,13 +65,26 @@ def prompt_hashes(examples: list[Example]) -> dict[str, str]:
     return hashes
 
 
+def hub_revision(repo_id: str) -> str | None:
+    """The commit a Hub id resolves to now (the snapshot folder of its ``config.json``, which
+    honours ``HF_HUB_OFFLINE`` and the local cache), or None when it cannot be resolved; the
+    model load that follows then names the problem."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, "config.json")).parent.name
+    except Exception:  # noqa: BLE001 - any failure here resurfaces, named, in the model load
+        return None
+
+
 def model_fingerprint(model: str) -> dict[str, Any]:
     """What identifies the weights: for a local folder its resolved path and the size and
     modification time of every weight and config file (hashing GBs of weights would cost
-    minutes); for a Hub id, the id."""
+    minutes); for a Hub id, the id and the commit it resolves to, so a repository updated
+    upstream between a run and its resume is not silently mixed."""
     path = Path(model)
     if not path.is_dir():
-        return {"hub_id": model}
+        return {"hub_id": model, "revision": hub_revision(model)}
     files = {}
     for file in sorted(path.iterdir()):
         if file.is_file() and file.suffix in (".safetensors", ".bin", ".pt", ".json"):

@@ -60,6 +60,8 @@ def describe_model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     old_source, new_source = old.get("path", old.get("hub_id")), new.get("path", new.get("hub_id"))
     if old_source != new_source:
         return f"{old_source} -> {new_source}"
+    if old.get("revision") != new.get("revision"):
+        return f"{new_source}: Hub revision {old.get('revision')} -> {new.get('revision')}"
     old_files, new_files = old.get("files", {}), new.get("files", {})
     changes = [f"{name} added" for name in sorted(new_files.keys() - old_files.keys())]
     changes += [f"{name} removed" for name in sorted(old_files.keys() - new_files.keys())]
@@ -70,6 +72,16 @@ def describe_model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         elif old_time != new_time:
             changes.append(f"{name} rewritten (modification time changed)")
     return f"{new_source}: {', '.join(changes) or 'fingerprint changed'}"
+
+
+def _same_model(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Fingerprints match; a Hub revision counts only when both runs resolved one (runs made
+    before revisions were recorded, or an unresolvable id, which the model load reports)."""
+    if old is None:
+        return True
+    if old.get("revision") is None or new.get("revision") is None:
+        old, new = ({k: v for k, v in fp.items() if k != "revision"} for fp in (old, new))
+    return old == new
 
 
 class ShardStore:
@@ -109,7 +121,7 @@ class ShardStore:
             for key in sorted(set(old) | set(settings))
             if old.get(key) != settings.get(key)
         ]
-        if model is not None and previous.get("model") not in (None, model):
+        if model is not None and not _same_model(previous.get("model"), model):
             problems.append(f"the model: {describe_model_change(previous['model'], model)}")
         if prompts is not None:
             known = previous.get("prompts", {})
