@@ -105,20 +105,20 @@ def test_dream_left_padded_row_with_a_2d_mask_matches_the_official_padded_forwar
     assert diff <= 1e-5, f"max abs diff {diff} vs official padded logits"
 
 
-def test_dream_7b_config_builds_exactly_the_checkpoint_layout():
-    # Dream-v0-Instruct-7B's own config.json and weight index (no weights): the model r2sft
-    # builds from that config has exactly the checkpoint's parameter names and byte size.
+def test_dream_7b_config_builds_exactly_the_official_layout():
+    # Dream-v0-Instruct-7B's sizes, config.json and state-dict layout written by the official
+    # code (no weights; see the fixture README): the model r2sft builds from that config has
+    # exactly the official parameter names, shapes and bf16 byte size.
     folder = DREAM_FIXTURES / "7b_layout"
     config = AutoConfig.from_pretrained(folder)
     assert type(config) is DreamConfig and config.num_key_value_heads == 4
     with torch.device("meta"):
         model = AutoModel.from_config(config, dtype=torch.bfloat16)
-    index = json.loads((folder / "model.safetensors.index.json").read_text())
-    assert set(model.state_dict()) == set(index["weight_map"])
-    assert (
-        sum(p.numel() * p.element_size() for p in model.parameters())
-        == (index["metadata"]["total_size"])
-    )
+    layout = json.loads((folder / "official_layout.json").read_text())
+    shapes = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+    assert shapes == layout["parameters"] and len(shapes) == 339
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert size == layout["total_size"] == 15231233024
 
 
 @pytest.mark.parametrize(("family", "folder"), [OFFICIAL_FOLDERS[0], OFFICIAL_FOLDERS[2]])
