@@ -193,7 +193,7 @@ def run_rounds(config: RoundsConfig) -> dict[str, Any]:
     records = [{"round": 0, **evaluate_round(config, model, root / "round-0" / EVAL_FILE)}]
     state: dict[str, Any] = {"config": vars(config), "rounds": records, "commands": []}
     floor = records[0]["threshold"]["accuracy"] - config.max_accuracy_drop
-    accepted, stopped = model, f"finished {config.num_rounds} rounds"
+    accepted, stopped = model, f"in progress: 0 of {config.num_rounds} rounds done"
 
     def save() -> None:
         state["model"], state["stopped"] = accepted, stopped
@@ -229,10 +229,12 @@ def run_rounds(config: RoundsConfig) -> dict[str, Any]:
                 f"more than {config.max_accuracy_drop} below the base's "
                 f"{records[0]['threshold']['accuracy']:.4f}"
             )
-            save()
             break
         accepted = model
+        stopped = f"in progress: {index} of {config.num_rounds} rounds done"
         save()
+    else:
+        stopped = f"finished {config.num_rounds} rounds"
     save()
     return state
 

@@ -87,6 +87,7 @@ def test_rounds_chain_models_and_resume_at_stage_level(tmp_path: Path, fake_stag
     round_two = calls[2]
     assert round_two[round_two.index("--model") + 1] == str(tmp_path / "round-1/train/final")
     assert state["model"] == str(tmp_path / "round-2/train/final")
+    assert state["stopped"] == "finished 2 rounds"
     assert (tmp_path / "rounds.png").stat().st_size > 0
     # Re-running skips every completed stage.
     calls.clear()
@@ -101,6 +102,24 @@ def test_rounds_stop_when_accuracy_falls_below_the_margin(tmp_path: Path, fake_s
     assert [r["round"] for r in state["rounds"]] == [0, 1, 2]
     assert "round 2" in state["stopped"]
     assert state["model"] == str(tmp_path / "round-1/train/final")  # the last good round
+
+
+def test_rounds_file_says_in_progress_until_the_last_round(
+    tmp_path: Path, fake_stages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = rounds._run
+
+    def crash_in_round_two(command: list[str]) -> None:
+        if "round-2" in " ".join(command):
+            raise RuntimeError("killed")
+        real_run(command)
+
+    monkeypatch.setattr(rounds, "_run", crash_in_round_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_rounds(RoundsConfig(num_rounds=2, output_dir=str(tmp_path)))
+    saved = json.loads((tmp_path / "rounds.json").read_text())
+    assert saved["stopped"] == "in progress: 1 of 2 rounds done"
+    assert saved["model"] == str(tmp_path / "round-1/train/final")
 
 
 def test_rounds_check_their_options(tmp_path: Path):
