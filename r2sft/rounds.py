@@ -177,6 +177,7 @@ def plot_rounds(records: list[dict[str, Any]], path: Path) -> None:
                       label=decoder)  # fmt: skip
         axis.set_title(title)
         axis.set_xlabel("round")
+        axis.set_xticks([r["round"] for r in records])  # whole rounds, not 0.5 steps
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
