@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,13 @@ def evaluate(
     progress: bool = True,
     redundancy_config: RedundancyConfig | None = None,
     seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Decode ``examples`` with ``decoder`` and score them (``r2sft.scoring``).
 
     Every prompt is checked first (empty, prompt + canvas beyond the model's positions:
-    an error before any decoding). Example ``i`` uses seed ``seed + i``.
+    an error before any decoding). Example ``i`` uses seed ``seed + i``. ``on_batch``
+    (called with each batch's size) replaces the progress bar, for callers with their own.
 
     Returns a JSON-ready dict: ``accuracy``, ``mean_nfe``, ``tokens_per_forward``
     (generated canvas positions per forward), ``mean_r_s``, ``mean_r_t``, ``mean_r_total``,
@@ -66,11 +69,12 @@ def evaluate(
     items, _ = prepare_prompts(
         task, examples, loaded.tokenizer, decoder.gen_length, model_max_length(loaded.model)
     )
-    with tqdm(total=len(items), desc=f"decode {decoder.name}", disable=not progress) as bar:
+    own_bar = progress and on_batch is None
+    with tqdm(total=len(items), desc=f"decode {decoder.name}", disable=not own_bar) as bar:
         rows = decode_and_score(
             loaded.model, loaded.spec, loaded.tokenizer, task, items, decoder,
             seeds=[seed + i for i in range(len(items))], batch_size=batch_size,
-            redundancy_config=redundancy_config, on_batch=bar.update,
+            redundancy_config=redundancy_config, on_batch=on_batch or bar.update,
         )  # fmt: skip
     return {
         "accuracy": sum(row["correct"] for row in rows) / len(rows),

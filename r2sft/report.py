@@ -99,16 +99,23 @@ def measure_model(
 ) -> dict[str, dict[str, Any]]:
     """Load ``model`` once and decode ``examples`` with each of ``settings`` (label ->
     decoder options, resolved against this model's preset): label -> metrics and decoder."""
+    from tqdm.auto import tqdm
+
     from r2sft.evaluate import evaluate
     from r2sft.specs import default_device, load_model
 
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}
-    for label, options in settings.items():
-        decoder = options.resolve(task, model=model)
-        metrics = evaluate(loaded, task, examples, decoder, batch_size=batch_size, progress=False)
-        results[label] = {key: metrics[key] for key in REPORTED_KEYS}
-        results[label]["decoder"] = metrics["decoder"]
+    # One bar over (setting, problem): a report with --levers decodes 12 settings per model.
+    total = len(settings) * len(examples)
+    with tqdm(total=total, desc=f"measure {Path(model).name}", unit="problem") as bar:
+        for label, options in settings.items():
+            bar.set_postfix_str(label)
+            decoder = options.resolve(task, model=model)
+            metrics = evaluate(loaded, task, examples, decoder, batch_size=batch_size,
+                               progress=False, on_batch=bar.update)  # fmt: skip
+            results[label] = {key: metrics[key] for key in REPORTED_KEYS}
+            results[label]["decoder"] = metrics["decoder"]
     return results
 
 

@@ -35,8 +35,9 @@ def test_evaluate_metrics_are_consistent_and_batch_independent(tiny_model):
     assert metrics["mean_r_total"] == pytest.approx(metrics["mean_r_s"] + metrics["mean_r_t"])
     assert metrics["decoder"]["r2"] and metrics["decoder"]["gen_length"] == 32
     json.dumps(metrics)  # JSON-ready
-    single = evaluate(loaded, task, examples, decoder, batch_size=1, progress=False)
-    assert single["per_example"] == per_example
+    batches: list[int] = []  # a caller's own progress bar sees every batch
+    single = evaluate(loaded, task, examples, decoder, batch_size=1, on_batch=batches.append)
+    assert single["per_example"] == per_example and batches == [1] * 5
     fixed = evaluate(loaded, task, examples, decoder_config("fixed", gen_length=32,
                      block_length=16), batch_size=5, progress=False)  # fmt: skip
     assert fixed["mean_nfe"] == 32 and fixed["tokens_per_forward"] == 1.0
