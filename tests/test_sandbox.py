@@ -46,6 +46,28 @@ def test_passing_and_failing_solutions(sandbox_mode: str) -> None:
     assert not bad.passed and "AssertionError" in bad.stderr and "assert f(1) == 2" in bad.stderr
 
 
+def test_python_installed_under_tmp_is_bound_inside_the_work_folder(
+    sandbox_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout or venv under /tmp (CI clones there) is bound read-only inside the
+    # sandbox's own /tmp: the namespace setup used to fail on it and fall back.
+    with tempfile.TemporaryDirectory(dir="/tmp") as installed:
+        os.chmod(installed, 0o755)  # as a venv is: readable by the sandbox's own uid
+        (Path(installed) / "marker.py").write_text("VALUE = 7\n")
+        dirs = sandbox._python_dirs()
+        monkeypatch.setattr(sandbox, "_python_dirs", lambda: [*dirs, installed])
+        solution = (
+            "def read(path):\n    return open(path).read()\n"
+            "def write(path):\n    open(path, 'w').write('x')\n    return open(path).read()\n"
+        )
+        tests = (
+            f"assert read({installed + '/marker.py'!r}) == 'VALUE = 7\\n'\n"
+            "assert write('work-file') == 'x'\n"  # the work folder stays writable
+        )
+        result = _run(solution, tests, ("read", "write"))
+    assert result.passed, result.detail + result.stderr
+
+
 def test_context_runs_with_the_tests_not_with_the_solution() -> None:
     # HumanEval/38-style: the tests call a prompt helper; the model's copy of it (here
     # broken on purpose) does not replace the prompt's.

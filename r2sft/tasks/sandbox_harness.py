@@ -67,6 +67,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 MASKED_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
 MASKED_DIRS = ("/etc/ssl/private", "/etc/ssh")
 DEVICES = ("null", "zero", "full", "random", "urandom")
+SANDBOX_OWN_DIRS = ("/", "/tmp", "/proc", "/dev")  # never bound from the host
 TREE = "/r"  # where the tree sits inside the pivoted root (the worker's chroot)
 
 
@@ -307,12 +308,18 @@ def build_root(mountpoint: str, work_mb: int) -> dict[str, str]:
     mount("r2sft-root", mountpoint, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     tree = mountpoint + TREE
     os.mkdir(tree)
+    # The work folder first: a Python installed under /tmp (a checkout or venv there) is then
+    # bound inside it, read-only, instead of being hidden by it.
+    os.makedirs(tree + "/tmp")
+    mount("r2sft-work", tree + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={work_mb}m,mode=1777")
     # Shortest first, so a path inside an already bound one is skipped (already there).
     candidates = sorted({*(d for d in SYSTEM_DIRS if os.path.lexists(d)), *python_paths()})
     bound: list[str] = []
     for path in sorted(candidates, key=len):
         if any(path == done or path.startswith(done.rstrip("/") + "/") for done in bound):
             continue
+        if path in SANDBOX_OWN_DIRS or path.startswith(("/proc/", "/dev/")):
+            continue  # the sandbox's own: a sys.path entry "/" or "/tmp" must not expose the host
         target = _place(path, tree)
         if target is not None:
             _bind(path, target)
@@ -334,8 +341,6 @@ def build_root(mountpoint: str, work_mb: int) -> dict[str, str]:
         os.symlink(link, f"{tree}/dev/{name}")
     for number, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{number}", f"{tree}/dev/{name}")
-    os.makedirs(tree + "/tmp")
-    mount("r2sft-work", tree + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={work_mb}m,mode=1777")
     os.makedirs(tree + "/proc")
     proc = "none: the kernel refused a new /proc (the host's is hidden)"
     for options in ("hidepid=invisible", "hidepid=2", ""):
