@@ -5,6 +5,10 @@ Launch::
     python -m r2sft.rounds                              # the embedded default, 3 rounds
     python -m r2sft.rounds --num_rounds 2 --output_dir outputs/rounds-2 \\
         --train_args="--max_steps 4000"
+    # fresh train prompts every round (one folder per round, written first)
+    for r in 1 2 3; do python -m r2sft.embedded.make_task --out data/rounds/round-$r \\
+        --splits train --seed $((100 + r)); done
+    python -m r2sft.rounds --collect_data_path "data/rounds/round-{round}" ...
     # rounds that collect, track and evaluate with the official R² values plus early exit
     python -m r2sft.rounds --output_dir outputs/rounds-official \\
         --collect_args="--preset official --early_exit true" \\
@@ -71,6 +75,13 @@ class RoundsConfig:
     train_args: str = field(
         default="", metadata=_help('extra train.py flags: --train_args="--max_steps 4000".')
     )
+    collect_data_path: str | None = field(
+        default=None,
+        metadata=_help(
+            "collect.py --data_path of round r, '{round}' standing for r: fresh prompts per "
+            "round (None: the collect config's, the same prompts every round)."
+        ),
+    )
     num_rounds: int = field(default=3, metadata=_help("rounds at most."))
     max_accuracy_drop: float = field(
         default=0.02, metadata=_help("stop when held-out accuracy falls this far below base.")
@@ -98,6 +109,27 @@ class RoundsConfig:
         if self.num_rounds < 1 or self.num_processes < 1:
             raise ValueError("--num_rounds and --num_processes must be >= 1.")
         DecoderArgs(preset=self.eval_preset)  # a preset path must exist
+        if self.collect_data_path is not None:
+            if "{round}" not in self.collect_data_path:
+                raise ValueError(
+                    f"--collect_data_path {self.collect_data_path!r} has no '{{round}}'; name "
+                    "one folder per round, e.g. data/rounds/round-{round} (or pass a fixed "
+                    'path with --collect_args="--data_path PATH").'
+                )
+            missing = [path for path in self.round_data_paths() if not Path(path).exists()]
+            if missing:
+                raise FileNotFoundError(
+                    f"--collect_data_path: {', '.join(missing)} missing; write each round's "
+                    "prompts first (arith: python -m r2sft.embedded.make_task --out DIR "
+                    "--splits train --seed S)."
+                )
+
+    def round_data_paths(self) -> list[str]:
+        """The collect data of rounds 1..num_rounds (empty without --collect_data_path)."""
+        if self.collect_data_path is None:
+            return []
+        return [self.collect_data_path.replace("{round}", str(r))
+                for r in range(1, self.num_rounds + 1)]  # fmt: skip
         if not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
 
@@ -206,6 +238,8 @@ def run_rounds(config: RoundsConfig) -> dict[str, Any]:
         collect_dir, train_dir = folder / "collect", folder / "train"
         collect_flags = ["--config", config.collect_config, *shlex.split(config.collect_args),
                          "--model", model, "--output_dir", str(collect_dir)]  # fmt: skip
+        if config.collect_data_path is not None:
+            collect_flags += ["--data_path", config.round_data_paths()[index - 1]]
         train_flags = ["--config", config.train_config, *shlex.split(config.train_args),
                        "--model", model, "--data_dir", str(collect_dir),
                        "--output_dir", str(train_dir)]  # fmt: skip

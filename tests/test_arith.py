@@ -78,6 +78,23 @@ def test_shipped_split_files_match_the_generator(tmp_path):
     assert SPLIT_SIZES["test"] >= 500
 
 
+def test_make_task_draws_fresh_train_prompts_by_seed(tmp_path, capsys):
+    from r2sft.embedded.make_task import main as make_task
+
+    make_task(["--out", str(tmp_path / "r1"), "--splits", "train", "--seed", "101",
+               "--size", "50"])  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "r1").iterdir()) == ["train.jsonl"]
+    fresh = get_task("arith", path=tmp_path / "r1").load("train")
+    shipped = get_task("arith").load("train")
+    questions = {e.question for e in fresh}
+    assert len(fresh) == 50 and not questions & {e.question for e in shipped}
+    # Every seed stays inside the train split: nothing of dev or test leaks in.
+    held_out = {e.question for split in ("dev", "test") for e in get_task("arith").load(split)}
+    assert not questions & held_out
+    with pytest.raises(SystemExit, match="error: size must be >= 1"):
+        make_task(["--out", str(tmp_path / "r2"), "--size", "0"])
+
+
 def test_extract_answer_prefers_final_marker_then_last_number():
     assert extract_answer("3 + 4 = 7\n#### 7") == "7"
     assert extract_answer("#### 1,234") == "1234"

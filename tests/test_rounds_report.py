@@ -122,6 +122,25 @@ def test_rounds_file_says_in_progress_until_the_last_round(
     assert saved["model"] == str(tmp_path / "round-1/train/final")
 
 
+def test_rounds_collect_fresh_prompts_each_round(tmp_path: Path, fake_stages) -> None:
+    calls, _ = fake_stages
+    for r in (1, 2):
+        (tmp_path / "data" / f"round-{r}").mkdir(parents=True)
+    template = str(tmp_path / "data" / "round-{round}")
+    run_rounds(RoundsConfig(num_rounds=2, output_dir=str(tmp_path / "run"),
+                            collect_data_path=template))  # fmt: skip
+    collects = [c for c in calls if "collect.py" in " ".join(c)]
+    assert [c[c.index("--data_path") + 1] for c in collects] == [
+        str(tmp_path / "data" / "round-1"),
+        str(tmp_path / "data" / "round-2"),
+    ]
+    # Checked before any work: a missing round folder, or no '{round}' in the path.
+    with pytest.raises(FileNotFoundError, match=r"round-3 missing; write each round's"):
+        RoundsConfig(num_rounds=3, collect_data_path=template)
+    with pytest.raises(ValueError, match=r"has no '\{round\}'"):
+        RoundsConfig(collect_data_path=str(tmp_path / "data"))
+
+
 def test_rounds_check_their_options(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="--collect_config"):
         RoundsConfig(collect_config=str(tmp_path / "missing.yaml"))

@@ -180,14 +180,27 @@ def make_split(split: str, size: int, seed: int) -> list[Problem]:
     raise AssertionError("unreachable: iter_problems is endless")
 
 
-def write_splits(out_dir: Path = EMBEDDED_TASK_DIR) -> dict[str, Path]:
-    """Write ``{train,dev,test}.jsonl`` (GSM8K fields ``question`` / ``answer``)."""
+def write_splits(
+    out_dir: Path = EMBEDDED_TASK_DIR,
+    splits: tuple[str, ...] = SPLITS,
+    seed: int | None = None,
+    size: int | None = None,
+) -> dict[str, Path]:
+    """Write ``{split}.jsonl`` for ``splits`` (GSM8K fields ``question`` / ``answer``): the
+    shipped files by default; another ``seed`` draws other problems of the same splits (e.g.
+    fresh train prompts for each self-training round), ``size`` problems each."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown arith split(s) {unknown}; use some of {', '.join(SPLITS)}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split in SPLITS:
+    for split in splits:
         path = out_dir / f"{split}.jsonl"
+        split_seed = SPLIT_SEEDS[split] if seed is None else seed
         with path.open("w") as f:
-            for problem in make_split(split, SPLIT_SIZES[split], SPLIT_SEEDS[split]):
+            for problem in make_split(split, size or SPLIT_SIZES[split], split_seed):
                 f.write(json.dumps({"question": problem.question, "answer": problem.answer}))
                 f.write("\n")
         paths[split] = path
