@@ -123,6 +123,8 @@ class RoundsConfig:
                     "prompts first (arith: python -m r2sft.embedded.make_task --out DIR "
                     "--splits train --seed S)."
                 )
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
 
     def round_data_paths(self) -> list[str]:
         """The collect data of rounds 1..num_rounds (empty without --collect_data_path)."""
@@ -130,8 +132,6 @@ class RoundsConfig:
             return []
         return [self.collect_data_path.replace("{round}", str(r))
                 for r in range(1, self.num_rounds + 1)]  # fmt: skip
-        if not 0 <= self.max_accuracy_drop <= 1:
-            raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
 
 
 def base_model(config: RoundsConfig) -> str:

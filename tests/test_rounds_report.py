@@ -146,6 +146,8 @@ def test_rounds_check_their_options(tmp_path: Path):
         RoundsConfig(collect_config=str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="--num_rounds"):
         RoundsConfig(num_rounds=0)
+    with pytest.raises(ValueError, match="--max_accuracy_drop 2"):
+        RoundsConfig(max_accuracy_drop=2)
 
 
 def test_round_evaluation_decodes_with_the_chosen_preset(tmp_path: Path, monkeypatch):
