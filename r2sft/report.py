@@ -106,14 +106,14 @@ def measure_model(
 
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}
-    # One bar over (setting, problem): a report with --levers decodes 12 settings per model.
+    # One bar over (setting, problem): with --levers a report decodes 10 settings per model.
     total = len(settings) * len(examples)
     with tqdm(total=total, desc=f"measure {Path(model).name}", unit="problem") as bar:
         for label, options in settings.items():
             bar.set_postfix_str(label)
             decoder = options.resolve(task, model=model)
             metrics = evaluate(loaded, task, examples, decoder, batch_size=batch_size,
-                               progress=False, on_batch=bar.update)  # fmt: skip
+                               on_batch=bar.update)  # fmt: skip
             results[label] = {key: metrics[key] for key in REPORTED_KEYS}
             results[label]["decoder"] = metrics["decoder"]
     return results
