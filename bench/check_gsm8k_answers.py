@@ -80,11 +80,11 @@ SHAPES: dict[str, Callable[[Example, Example], str]] = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K JSONL folder")
     parser.add_argument("--limit", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     task = get_task("gsm8k", path=args.data)
     examples = task.load("test", limit=args.limit)
     report: dict[str, dict] = {}
@@ -108,6 +108,7 @@ def main() -> None:
             ][:20],
         }
     print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
