@@ -90,7 +90,7 @@ def stated_answers(text: str) -> list[tuple[int, str]]:
     """``(position, answer)`` of every answer ``text`` states explicitly, in order: each
     ``####`` line, answer phrase and ``\\boxed{}`` that holds a number (one without a number
     is passed over), up to the first new question ("Question:", "Q:") after the first
-    answer. A box inside an answer phrase counts once per form, with the same number."""
+    answer. A phrase holding a box (``The answer is \\boxed{5}``) states its number twice."""
     fragments = [(m.start(), m.group(1)) for m in _MARKER.finditer(text)]
     fragments += [(m.start(), m.group(1)) for m in _PHRASE.finditer(text)]
     fragments += _boxes(text)
@@ -112,9 +112,10 @@ def extract_answer(text: str) -> str | None:
     The response's answer is the last one it states (:func:`stated_answers`): the number of
     its last ``#### N`` line (on the marker's line, or the next when the marker ends one),
     "The answer is N" / "Answer: N" phrase or ``\\boxed{N}`` (``\\boxed{240 dollars}``,
-    ``\\boxed{\\$240,000}``), whichever comes last; the first number of that statement's
-    line is its answer, so numbers that merely follow it ("The answer is 160. I hope step 2
-    was clear.") do not replace it. Without any such statement, the last number of the text.
+    ``\\boxed{\\$240,000}``), whichever comes last. A statement's answer is the first
+    number after it on its line (after its last ``=`` when it has one: ``#### 5 + 3 = 8``),
+    so numbers that merely follow it ("The answer is 160. I hope step 2 was clear.") do not
+    replace it. Without any such statement, the last number of the text.
     None when there is none. Inside a statement, ``1,000``, ``1 400`` and ``1\\u2009400``
     (thin space) are single numbers.
 
