@@ -296,11 +296,11 @@ def test_refresh_policy_refills_after_enough_commits_and_1_equals_no_cache():
     every = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=1))
     assert torch.equal(plain.tokens, every.tokens) and torch.equal(plain.nfe, every.nfe)
     assert torch.equal(plain.step_map, every.step_map)
-    for refresh in (2, 3, None):  # None: half the block (2 of 4)
+    for refresh in (2, 3):
         model.calls.clear()
         result = generate(model, Spec(), PROMPTS, r2_config(cache="dual", cache_refresh=refresh))
         fills = sum(size for size, _, mode in model.calls if mode == "fill")
-        assert fills == expected_fills(result, 4, refresh or 2)
+        assert fills == expected_fills(result, 4, refresh)
         assert len(PROMPTS) * 4 < fills < int(result.nfe.sum())
         assert sum(size for size, _, _ in model.calls) == int(result.nfe.sum())
 
@@ -320,15 +320,24 @@ def test_shifted_model_decodes_the_same_in_every_cache_mode_when_the_cache_is_ex
     assert {length for _, length, mode in recorder.calls if mode == "dual"} == {5}
 
 
-def test_default_is_the_dual_cache_refreshed_after_half_a_block_on_r2sft_models():
+def test_default_is_the_plain_dual_cache_and_a_preset_may_refresh_it(tmp_path):
+    """The official runs' cache: dual, filled at block starts only; the embedded model's preset
+    keeps the refresh after half a block it was measured to need."""
     config = DecoderConfig(gen_length=16, block_length=4)
-    assert (config.cache, config.cache_refresh, config.refresh_tokens) == ("auto", None, 2)
-    assert DecoderConfig(block_length=32).refresh_tokens == 16
+    assert (config.cache, config.cache_refresh) == ("auto", 0)
     model = Recorder(tiny_llada(seed=2))
-    default = generate(model, Spec(), PROMPTS, r2_config(cache_refresh=None, cache="auto"))
+    default = generate(model, Spec(), PROMPTS, r2_config(cache="auto"))
     assert {mode for _, _, mode in model.calls} == {"fill", "dual"}
-    explicit = generate(model, Spec(), PROMPTS, r2_config(cache_refresh=2, cache="dual"))
+    fills = sum(size for size, _, mode in model.calls if mode == "fill")
+    assert fills == len(PROMPTS) * config.num_blocks
+    explicit = generate(model, Spec(), PROMPTS, r2_config(cache_refresh=0, cache="dual"))
     assert torch.equal(default.tokens, explicit.tokens)
+    from r2sft.paths import EMBEDDED_MODEL_DIR
+
+    for name in ("r2", "threshold"):
+        shipped = DecoderArgs(decoder=name).resolve(model=str(EMBEDDED_MODEL_DIR))
+        assert (shipped.block_length, shipped.cache_refresh) == (16, 8)
+        assert DecoderArgs(decoder=name, preset="official").resolve().cache_refresh == 0
 
 
 def test_cache_options_are_validated_and_reach_the_decoder():

@@ -188,3 +188,23 @@ def test_streaming_options_are_range_checked():
     resolved = DecoderArgs(suffix_window=32, suffix_tail=0, threshold_alpha=0.3).resolve()
     assert (resolved.suffix_window, resolved.suffix_tail, resolved.threshold_alpha) == (32, 0, 0.3)
     assert r2_config().suffix_window is None  # off by default
+
+
+def test_compiled_dual_step_decodes_the_same_tokens_as_eager(caplog):
+    """--compile runs the dual cache's in-block step through torch.compile (CUDA graphs on a
+    GPU); on the CPU it must give exactly the eager tokens and NFE, pruned or not."""
+    model = tiny_llada(seed=2)
+    for config in (r2_config(cache="dual", cache_refresh=2), stream_config(cache="dual")):
+        eager = generate(model, Spec(), PROMPTS, config)
+        compiled = generate(model, Spec(), PROMPTS, dataclasses.replace(config, compile=True))
+        assert torch.equal(compiled.tokens, eager.tokens)
+        assert torch.equal(compiled.nfe, eager.nfe)
+        assert torch.equal(compiled.step_map, eager.step_map)
+    from r2sft.decoding.forwards.cached import CompiledStep
+
+    assert not CompiledStep.of(model).failed
+    with caplog.at_level("WARNING"):
+        prefix = generate(model, Spec(), PROMPTS, r2_config(cache="prefix", compile=True))
+    assert "--cache prefix decodes eagerly" in caplog.text
+    assert torch.equal(prefix.tokens, generate(model, Spec(), PROMPTS,
+                                               r2_config(cache="prefix")).tokens)  # fmt: skip

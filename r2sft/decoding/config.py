@@ -100,13 +100,6 @@ class DecoderConfig(*reversed(OPTION_GROUPS)):  # type: ignore[misc]
             )
 
     @property
-    def refresh_tokens(self) -> int:
-        """Block commits since the last cache fill that trigger a refill (0: never)."""
-        if self.cache_refresh is None:
-            return max(self.block_length // 2, 1)
-        return self.cache_refresh
-
-    @property
     def num_blocks(self) -> int:
         return self.gen_length // self.block_length
 

@@ -9,6 +9,7 @@ cache is used. A new strategy is a new file here and one line in :data:`FORWARDS
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ from r2sft.decoding.forwards.uncached import Uncached
 from r2sft.decoding.forwards.view import Pruning
 from r2sft.decoding.options import at_least, option
 from r2sft.modeling.forward import supports_decode_cache
+
+logger = logging.getLogger(__name__)
 
 FORWARDS: dict[str, type[ForwardStrategy]] = {
     strategy.name: strategy for strategy in (Uncached, PrefixCache, DualCache)
@@ -34,11 +37,11 @@ class ForwardOptions:
         "KV cache inside a block: auto (dual for models with r2sft's decoding cache, else "
         "none) | " + " | ".join(f"{name} ({cls.description})" for name, cls in FORWARDS.items()),
     )
-    cache_refresh: int | None = option(
-        None,
+    cache_refresh: int = option(
+        0,
         "with a cache, also refill it (one full forward, one NFE) once this many of the "
-        "block's tokens were committed since the last fill (None: half the block; 0: only "
-        "at the block's start)",
+        "block's tokens were committed since the last fill (0: only at the block's start, "
+        "the official runs' plain cache)",
         check=at_least(0),
     )
     suffix_window: int | None = option(
@@ -51,6 +54,11 @@ class ForwardOptions:
         1, "suffix pruning: the canvas's last positions every forward still sees",
         check=at_least(0),
     )  # fmt: skip
+    compile: bool = option(
+        False,
+        "compile the dual cache's in-block step with torch.compile (CUDA graphs on a GPU: "
+        "small batches are launch-bound); other cache modes decode eagerly, with a warning",
+    )
 
 
 def resolve_cache_mode(model: Any, mode: str) -> str:
@@ -80,9 +88,19 @@ def check_forward(model: Any, config: Any) -> type[ForwardStrategy]:
     return FORWARDS[resolve_cache_mode(model, config.cache)]
 
 
+_WARNED: set[str] = set()
+
+
 def make_forward(model: Any, spec: Any, config: Any, canvas: Canvas) -> ForwardStrategy:
     """The forward strategy of one decode batch."""
-    return check_forward(model, config)(model, spec, config, canvas)
+    strategy = check_forward(model, config)
+    if config.compile and strategy is not DualCache:
+        message = (f"--compile applies to the dual cache's in-block step; --cache "
+                   f"{strategy.name} decodes eagerly")  # fmt: skip
+        if message not in _WARNED:
+            _WARNED.add(message)
+            logger.warning(message)
+    return strategy(model, spec, config, canvas)
 
 
 __all__ = [

@@ -11,6 +11,8 @@ open a block or refresh, and one cached forward for the rest; each is one NFE of
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -21,13 +23,51 @@ from r2sft.decoding.forwards.base import Canvas, ForwardStrategy
 from r2sft.modeling.forward import CacheUse, predict_logits
 from r2sft.modeling.layers import KVCache
 
+logger = logging.getLogger(__name__)
+
+
+class CompiledStep:
+    """``model`` behind ``torch.compile`` for the in-block cached step, made once per model
+    (compiled graphs are reused by every later decode), falling back to the eager model with
+    a one-line warning when compiling fails (e.g. no C++ compiler for a CPU build)."""
+
+    _by_model: ClassVar[dict[int, CompiledStep]] = {}
+
+    def __init__(self, model: Any) -> None:
+        on_gpu = next(model.parameters()).is_cuda
+        # reduce-overhead adds CUDA graphs: one replay instead of hundreds of kernel launches.
+        self.compiled = torch.compile(model, mode="reduce-overhead" if on_gpu else None)
+        self.model = model
+        self.failed = False
+
+    @classmethod
+    def of(cls, model: Any) -> CompiledStep:
+        key = id(model)
+        if key not in cls._by_model:
+            cls._by_model[key] = cls(model)
+            weakref.finalize(model, cls._by_model.pop, key, None)
+        return cls._by_model[key]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001  (any compiler failure: decode eagerly)
+                self.failed = True
+                logger.warning("--compile: torch.compile failed (%s: %s); decoding eagerly",
+                               type(error).__name__, str(error).splitlines()[0][:200])
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # supports_decode_cache, config, parameters
+        return getattr(self.model, name)
+
 
 class CachedForward(ForwardStrategy):
     """A KV cache over the running rows (cache row i = running row i), refreshed by policy.
 
-    ``refresh_tokens`` (``DecoderConfig.refresh_tokens``): refill a row's cache once that many
-    of its block's tokens were committed since the last fill (0: at block starts only). The
-    cached keys and values outside the recomputed span go stale as the block fills in.
+    ``cache_refresh``: refill a row's cache once that many of its block's tokens were
+    committed since the last fill (0: at block starts only). The cached keys and values
+    outside the recomputed span go stale as the block fills in.
     """
 
     span_mode: ClassVar[str]
@@ -35,11 +75,13 @@ class CachedForward(ForwardStrategy):
     def __init__(self, model: Any, spec: Any, config: Any, canvas: Canvas) -> None:
         super().__init__(model, spec, config, canvas)
         self.cache = KVCache()
-        self.refresh_tokens = config.refresh_tokens
+        self.refresh_tokens = config.cache_refresh
         self.since_fill = torch.zeros(canvas.ids.shape[0], dtype=torch.long,
                                       device=canvas.ids.device)  # fmt: skip
         # Pruned views: the canvas column of each cache slot (None: slot c is column c).
         self.columns: torch.Tensor | None = None
+        compiled = config.compile and self.span_mode == "dual"
+        self.span_model = CompiledStep.of(model) if compiled else model
 
     def logits(self, rows: torch.Tensor, columns: torch.Tensor, blocks: Sequence[int],
                full: Sequence[bool]) -> torch.Tensor:  # fmt: skip
@@ -89,7 +131,7 @@ class CachedForward(ForwardStrategy):
         canvas = self.canvas
         first = [canvas.width + block * canvas.block_length for block in blocks]
         use = CacheUse(self.cache, self.span_mode, rows=cache_rows, first_columns=first)
-        return predict_logits(self.model, self.spec, ids, None, columns, use)
+        return predict_logits(self.span_model, self.spec, ids, None, columns, use)
 
     def after_step(self, rows: torch.Tensor, committed: torch.Tensor,
                    block_done: torch.Tensor) -> torch.Tensor:  # fmt: skip
