@@ -282,7 +282,7 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         "wall_seconds": time.monotonic() - start,  # up to the merge (load + decode + score)
     }
     if task.runs_code:
-        from r2sft.tasks.sandbox import isolation_report
+        from r2sft.sandbox import isolation_report
 
         extra["sandbox"] = isolation_report()
     return merge_outputs(store, items, config, extra)
