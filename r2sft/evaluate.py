@@ -27,6 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
+from r2sft.io import check_writable
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import cost_summary, decode_and_score, model_max_length, prepare_prompts
 from r2sft.specs import LoadedModel
@@ -142,20 +143,6 @@ def _print_table(metrics: dict[str, Any]) -> None:
         value = metrics[key]
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"  {key:<24}{text:>12}")
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Fail now, not after a long evaluation, when ``path`` cannot be written (a file left
-    in place is unchanged; a new one is removed again)."""
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a"):
-            pass
-    except OSError as error:
-        raise OSError(f"{flag} {path} cannot be written ({error}); choose another path.") from None
-    if not existed:
-        path.unlink()
 
 
 def run(args: EvaluateArgs) -> dict[str, Any]:

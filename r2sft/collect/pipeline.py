@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from r2sft.collect.card import push_selected, render_card
 from r2sft.collect.config import CollectConfig
 from r2sft.collect.selection import select_per_prompt, summarize
-from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
+from r2sft.collect.shards import ShardStore, save_dataset_atomically
 from r2sft.decoding import DecoderConfig, RedundancyConfig
 from r2sft.hub import check_hub_access
+from r2sft.io import atomic_write_text
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.records import check_record
 from r2sft.scoring import (

@@ -19,8 +19,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from r2sft.collect.shards import atomic_write_text
 from r2sft.hub import check_hub_access
+from r2sft.io import atomic_write_text
 from r2sft.training.config import TrainConfig, resume_fingerprint
 from r2sft.training.data import (
     TrajectoryCollator,

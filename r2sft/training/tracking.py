@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from r2sft.io import atomic_write_text  # a kill never leaves half a file
 from r2sft.specs import LoadedModel
 
 TRACKED_KEYS = ("loss", "accuracy", "mean_nfe", "mean_r_total", "tokens_per_forward")
@@ -37,8 +38,6 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(output_dir: str | Path, records: list[dict[str, Any]]) -> None:
-    from r2sft.collect.shards import atomic_write_text  # a kill never leaves half a file
-
     path = Path(output_dir) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
@@ -183,8 +182,6 @@ class CheckpointTracker(TrainerCallback):
         write_metrics(self.output_dir, records)
         plot_metrics(records, self.output_dir / PLOT_FILE)
         if checkpoint_dir is not None and checkpoint_dir.is_dir():
-            from r2sft.collect.shards import atomic_write_text
-
             # Written last: its presence says the checkpoint's tracking is complete.
             atomic_write_text(
                 checkpoint_dir / CHECKPOINT_METRICS_FILE, json.dumps(record, indent=2)
