@@ -30,6 +30,7 @@ from typing import Any
 
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.scoring import evaluate
 from r2sft.tasks import Task, TaskArgs
 
 REPORTED_KEYS = ("accuracy", "mean_nfe", "tokens_per_forward", "mean_r_total", "num_examples")
@@ -101,7 +102,6 @@ def measure_model(
     decoder options, resolved against this model's preset): label -> metrics and decoder."""
     from tqdm.auto import tqdm
 
-    from r2sft.evaluate import evaluate
     from r2sft.specs import default_device, load_model
 
     loaded = load_model(model, dtype=dtype, device=default_device(device))

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from r2sft.decoding import DecoderArgs, DecoderConfig
 from r2sft.decoding.presets import OFFICIAL, DecoderPreset, write_preset
 from r2sft.paths import EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.scoring import evaluate
 from r2sft.tasks import TaskArgs
 
 REPORT_FILE = "tune.json"
@@ -154,7 +155,6 @@ def settings_of(result: dict[str, Any]) -> dict[str, Any]:
 
 def tune(args: TuneArgs) -> dict[str, Any]:
     """Run the search; returns the report (and writes it, the plot, and the preset)."""
-    from r2sft.evaluate import evaluate
     from r2sft.specs import default_device, load_model
 
     start = time.perf_counter()

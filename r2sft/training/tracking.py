@@ -3,7 +3,7 @@
 At the start of training (the base model, step 0) and at every checkpoint save (the Trainer
 always saves the last step too), :class:`CheckpointTracker` decodes ``eval_limit`` held-out
 prompts with the tracking decoder (the R² sampler by default) through
-``r2sft.evaluate.evaluate`` and records
+``r2sft.scoring.evaluate`` and records
 
 - ``checkpoint-N/r2sft_metrics.json``: the metrics of that checkpoint;
 - the trainer's logs (TensorBoard / W&B via ``report_to``) under ``track/``;
@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from r2sft.io import atomic_write_text  # a kill never leaves half a file
+from r2sft.scoring import evaluate
 from r2sft.specs import LoadedModel
 
 TRACKED_KEYS = ("loss", "accuracy", "mean_nfe", "mean_r_total", "tokens_per_forward")
@@ -134,8 +135,6 @@ class CheckpointTracker(TrainerCallback):
 
     def decode_metrics(self) -> dict[str, Any] | None:
         """Decode the held-out prompts with the current weights; None on non-main processes."""
-        from r2sft.evaluate import evaluate
-
         trainer = self.trainer
         accelerator = trainer.accelerator
         model = trainer.model
@@ -175,7 +174,7 @@ class CheckpointTracker(TrainerCallback):
                 record[key] = value
         missing = [k for k in TRACKED_KEYS[1:] if k not in record]
         if missing:
-            raise KeyError(f"r2sft.evaluate.evaluate returned no {missing}; got {sorted(metrics)}")
+            raise KeyError(f"r2sft.scoring.evaluate returned no {missing}; got {sorted(metrics)}")
         records = [r for r in read_metrics(self.output_dir) if r["step"] != record["step"]]
         records.append(record)
         records.sort(key=lambda r: r["step"])
