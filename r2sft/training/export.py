@@ -17,6 +17,7 @@ from typing import Any
 
 from r2sft.decoding.presets import PRESET_FILE
 from r2sft.training.config import TrainConfig
+from r2sft.training.registry import get_objective
 from r2sft.training.tracking import TRACKED_KEYS, read_metrics
 
 FINAL_DIR = "final"
@@ -123,18 +124,7 @@ def model_card(
     rows = "\n".join(
         f"| {key} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |" for key in TRACKED_KEYS
     )
-    objective = {
-        "llada": f"LLaDA SFT (t ~ U({config.llada_eps}, 1), CE / t on masked answer tokens)",
-        "trajectory": (
-            f"trajectory replay of the selected decodes' step maps (shrink "
-            f"{config.trajectory_shrink}, {config.trajectory_targets} targets, entropy weight "
-            f"{config.trajectory_entropy_weight})"
-        ),
-        "certainty_forcing": (
-            f"certainty forcing (dParallel; block {config.train_block_length}, entropy weight "
-            f"{config.cf_entropy_weight}, temperature {config.entropy_temperature})"
-        ),
-    }[config.objective]
+    objective = get_objective(config.objective).describe(config)
     decoding = "The model ships no decoder preset: it decodes with the official R² values."
     preset_file = config.output_path / FINAL_DIR / PRESET_FILE
     if preset_file.is_file():
