@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
+from r2sft.collect.selection import SELECTION_POLICIES, get_policy, policy_help
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
-from r2sft.tasks.base import TaskArgs, task_class
+from r2sft.tasks import TaskArgs, task_class
 
 # Fields that change how the run goes, not what it produces: they may differ between a run
 # and its resumption (everything else must match, or the candidates would mix settings).
@@ -93,12 +94,13 @@ class CollectConfig(TaskArgs, DecoderArgs):
             "run's decoder, greedy_first and temperature)."
         ),
     )
-    selection: Literal["r_total", "nfe", "r_total_per_token", "random_correct"] = field(
+    selection: str = field(
         default="r_total",
-        metadata=_help(
-            "which correct candidate a prompt keeps: the lowest r_total (the paper's), nfe or "
-            "r_total_per_token, or random_correct (a control). A resumed run may change it."
-        ),
+        metadata={
+            "help": f"which correct candidate a prompt keeps: {policy_help()}. r_total is the "
+            "paper's; a resumed run may change it.",
+            "choices": SELECTION_POLICIES,
+        },
     )
     # --- redundancy measurement (None: RedundancyConfig default)
     score_window: int | None = field(default=None, metadata=_help("R_s window w."))
@@ -147,6 +149,7 @@ class CollectConfig(TaskArgs, DecoderArgs):
                     f"collect config: {key}={getattr(self, key)!r} is out of range "
                     "(counts >= 1, temperature >= 0)."
                 )
+        get_policy(self.selection)  # a clear error for an unknown policy
         self.redundancy_config()
         self.candidate_decoders()  # a clear error for bad decoder settings now, not mid-run
 
