@@ -63,6 +63,7 @@ class HumanEvalTask(_CodeTask):
     """HumanEval: complete a function from its signature and docstring (164 problems, split
     "test"). Fields: task_id, prompt, test, entry_point."""
 
+    description = "Python functions from their docstrings, tests run in the sandbox"
     hub_name = "openai/openai_humaneval"
     required_fields = ("task_id", "prompt", "test", "entry_point")
 
@@ -102,6 +103,7 @@ class MBPPTask(_CodeTask):
     validation, test, prompt). Fields: task_id, text (or prompt, as in the sanitized set),
     test_list; optional test_setup_code, test_imports."""
 
+    description = "Python functions from one-line descriptions, asserts run in the sandbox"
     hub_name = "google-research-datasets/mbpp"
     required_fields = ("task_id", "test_list")
 
