@@ -53,6 +53,31 @@ def _help(text: str) -> dict[str, Any]:
     return {"help": text}
 
 
+@dataclass(frozen=True)
+class CollectPlan:
+    """What a collection decodes, resolved once from its :class:`CollectConfig` (presets
+    read, decoder mix allocated) and handed to every shard and to the merge.
+
+    Attributes:
+        base: the run's greedy decoder (the summary's ``decoder``, the canvas every
+            candidate shares).
+        candidates: (mix label, decoder) of candidates k = 0 .. K-1, the same for every prompt.
+        redundancy: the settings of the R_s / R_t measurement.
+    """
+
+    base: DecoderConfig
+    candidates: tuple[tuple[str, DecoderConfig], ...]
+    redundancy: RedundancyConfig
+
+    def labels(self) -> dict[str, str]:
+        """Mix label of each distinct decoder, keyed by its JSON (the shards' ``decoder``)."""
+        return {decoder.to_json(): label for label, decoder in self.candidates}
+
+    def decoders(self) -> dict[str, dict[str, Any]]:
+        """Settings of each mix entry's decoder, by label (the summary's ``decoders``)."""
+        return {label: json.loads(decoder.to_json()) for label, decoder in self.candidates}
+
+
 @dataclass
 class CollectConfig(TaskArgs, DecoderArgs):
     """One collection run: candidates per prompt, scored and selected by lowest R_total.
@@ -150,15 +175,29 @@ class CollectConfig(TaskArgs, DecoderArgs):
                     "(counts >= 1, temperature >= 0)."
                 )
         get_policy(self.selection)  # a clear error for an unknown policy
-        self.redundancy_config()
-        self.candidate_decoders()  # a clear error for bad decoder settings now, not mid-run
+        self.plan()  # resolves the decoders: a clear error for bad settings now, not mid-run
+
+    def plan(self) -> CollectPlan:
+        """The run's decoders and scoring settings, resolved once (at parse time) and reused
+        while this config is unchanged, so a process reads the decoder preset (for a Hub
+        model, a Hub download) once, not once per shard."""
+        key = self.to_json()
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != key:
+            self._plan = (key, self._resolve_plan())
+        return self._plan[1]
+
+    def _resolve_plan(self) -> CollectPlan:
+        redundancy = self._resolve_redundancy()
+        base = self.resolve(
+            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
+        )
+        return CollectPlan(base, tuple(self._resolve_candidates(base)), redundancy)
 
     def base_decoder(self) -> DecoderConfig:
         """The run's decoder for this task with this config's overrides, greedy, trace on
         (R_total needs it): what the summary reports and the canvas every candidate shares."""
-        return self.resolve(
-            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
-        )
+        return self.plan().base
 
     def mix(self) -> list[MixEntry]:
         """The decoder mix: ``decoder_mix`` parsed, or the default greedy + sampled one."""
@@ -168,9 +207,11 @@ class CollectConfig(TaskArgs, DecoderArgs):
 
     def candidate_decoders(self) -> list[tuple[str, DecoderConfig]]:
         """(mix label, decoder) of candidates k = 0 .. K-1, the same for every prompt."""
+        return list(self.plan().candidates)
+
+    def _resolve_candidates(self, base: DecoderConfig) -> list[tuple[str, DecoderConfig]]:
         entries = self.mix()
         counts = allocate([entry.share for entry in entries], self.num_candidates)
-        base = self.base_decoder()
         task = task_class(self.task)
         decoders = []
         for entry, count in zip(entries, counts, strict=True):
@@ -200,6 +241,10 @@ class CollectConfig(TaskArgs, DecoderArgs):
         return decoders
 
     def redundancy_config(self) -> RedundancyConfig:
+        """The redundancy measurement's settings (RedundancyConfig defaults where unset)."""
+        return self.plan().redundancy
+
+    def _resolve_redundancy(self) -> RedundancyConfig:
         values = {
             target: getattr(self, source)
             for source, target in SCORE_FIELDS.items()
