@@ -1,7 +1,8 @@
 """``TaskArgs``: the task options of a config or command line.
 
 Its own module because its help lists the registered tasks: ``r2sft/tasks/__init__`` imports
-it after every built-in task module has registered.
+it after every built-in task module has registered (a task registered later, by the caller's
+own code, works as ``--task`` all the same; the help just does not name it).
 """
 
 from __future__ import annotations
