@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2sft.config import parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.io import check_writable
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import evaluate
+from r2sft.specs import default_device, load_model
 from r2sft.tasks import TaskArgs
 
 
@@ -83,8 +85,6 @@ def _print_table(metrics: dict[str, Any]) -> None:
 
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
-    from r2sft.specs import default_device, load_model
-
     task = args.make_task()
     decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
@@ -107,8 +107,6 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
     args = parse_config(EvaluateArgs, args=argv)
     metrics = run(args)
     _print_table(metrics)

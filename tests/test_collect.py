@@ -444,7 +444,7 @@ def test_push_to_hub_offline_fails_before_any_decoding(
 ) -> None:
     import huggingface_hub
 
-    import r2sft.specs
+    import r2sft.collect.pipeline
     from r2sft.hub import HubError
 
     class OfflineApi:
@@ -456,7 +456,7 @@ def test_push_to_hub_offline_fails_before_any_decoding(
 
     monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
-    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    monkeypatch.setattr(r2sft.collect.pipeline, "load_model", no_loading)
     with pytest.raises(HubError, match=r"me/d\): cannot reach the Hugging Face Hub"):
         collect(tiny_model, tmp_path, push_to_hub="me/d")
     assert not list(tmp_path.glob("shards/*.parquet"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from r2sft.collect.config import CollectConfig
 from r2sft.collect.selection import get_policy
+from r2sft.hub import hub_upload
 from r2sft.records import columns_markdown
 
 
@@ -129,8 +130,6 @@ def push_selected(
     A failure is one :class:`r2sft.hub.HubError` saying the data stays in ``saved_at``.
     """
     from huggingface_hub import HfApi
-
-    from r2sft.hub import hub_upload
 
     later = (
         f"The selected set is saved in {saved_at}; re-run the same collect.py command to push "

@@ -37,6 +37,7 @@ from r2sft.hub import check_hub_access
 from r2sft.io import atomic_write_text
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.records import check_record
+from r2sft.sandbox import isolation_report
 from r2sft.scoring import (
     InvalidPromptError,
     PromptItem,
@@ -44,6 +45,7 @@ from r2sft.scoring import (
     model_max_length,
     prepare_prompts,
 )
+from r2sft.specs import ModelLoadError, load_model
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -196,8 +198,6 @@ def merge_outputs(
 
 def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     """Run (or resume) a collection; returns the summary on the main process, else None."""
-    from r2sft.specs import ModelLoadError, load_model
-
     start = time.monotonic()
     plan = config.plan()  # resolved at parse time: the decoders every shard and the merge use
     accelerator = _accelerator(config)
@@ -284,7 +284,5 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         "wall_seconds": time.monotonic() - start,  # up to the merge (load + decode + score)
     }
     if task.runs_code:
-        from r2sft.sandbox import isolation_report
-
         extra["sandbox"] = isolation_report()
     return merge_outputs(store, items, config, plan, extra)

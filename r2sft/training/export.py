@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from r2sft.decoding.presets import PRESET_FILE
+from r2sft.decoding.presets import PRESET_FILE, model_preset, write_preset
+from r2sft.hub import hub_upload, require_token
+from r2sft.specs import load_model
 from r2sft.training.config import TrainConfig
 from r2sft.training.registry import get_objective
 from r2sft.training.tracking import TRACKED_KEYS, read_metrics
@@ -45,8 +47,6 @@ def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
 def copy_decoder_preset(base_model: str, final: Path) -> Path | None:
     """The base model's decoder preset (``r2sft_decoding.json``), written into ``final``
     so the fine-tuned model decodes with it by default and carries it to the Hub."""
-    from r2sft.decoding.presets import model_preset, write_preset
-
     preset = model_preset(base_model)
     return write_preset(final, preset) if preset is not None else None
 
@@ -78,8 +78,6 @@ def _without_zero3_loading() -> Iterator[None]:
 def merge_adapter(config: TrainConfig, adapter_dir: Path, out_dir: Path) -> None:
     """Base model + adapter -> merged weights in ``out_dir`` (CPU, the base dtype)."""
     from peft import PeftModel
-
-    from r2sft.specs import load_model
 
     with _without_zero3_loading():
         base = load_model(config.model, dtype="auto", trust_remote_code=config.trust_remote_code)
@@ -218,8 +216,6 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
             upload failed (offline, token refused); the message says how to upload later.
     """
     from huggingface_hub import HfApi
-
-    from r2sft.hub import hub_upload, require_token
 
     require_token(repo_id)
     later = f"The model is saved in {folder}; upload it later with `hf upload {repo_id} {folder}`."
