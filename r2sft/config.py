@@ -13,6 +13,7 @@ field metadata); this module only adds the YAML layer and the error messages.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -25,6 +26,22 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+# Field metadata of r2sft's own (r2sft.decoding.options.option) that argparse must not see.
+_OWN_METADATA = frozenset({"check", "flag", "source"})
+
+
+class _ArgumentParser(HfArgumentParser):
+    """HfArgumentParser that passes argparse only the metadata it knows."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
+        if _OWN_METADATA & set(field.metadata):
+            field = copy.copy(field)
+            field.metadata = types.MappingProxyType(
+                {k: v for k, v in field.metadata.items() if k not in _OWN_METADATA}
+            )
+        HfArgumentParser._parse_dataclass_field(parser, field)
 
 
 class ConfigError(ValueError):
@@ -128,7 +145,7 @@ def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
             typed YAML value.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    parser = HfArgumentParser(dataclass_types)
+    parser = _ArgumentParser(dataclass_types)
     parser.add_argument(
         "--config", type=str, default=None, help="YAML file of option: value pairs."
     )

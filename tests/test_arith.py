@@ -2,6 +2,7 @@ import json
 import random
 import re
 from itertools import islice
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from r2sft.tasks.arith import (
     split_of,
     write_splits,
 )
+from r2sft.tasks.base import Example
 from r2sft.tasks.gsm8k import answers_match, extract_answer
 
 _EQUATION = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
@@ -103,6 +105,23 @@ def test_extract_answer_prefers_final_marker_then_last_number():
     assert extract_answer("no number") is None
     assert answers_match("7", "7") and answers_match("7.0", "7")
     assert not answers_match("8", "7") and not answers_match(None, "7")
+
+
+# The labelled responses of test_gsm8k (issue #25): arith scores them with the same rule.
+FINAL_ANSWERS = json.loads((Path(__file__).parent / "fixtures" / "final_answers.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "correct"),
+    [
+        pytest.param(case["response"], reference, verdict, id=f"{case['pattern']}: {reference}")
+        for case in FINAL_ANSWERS
+        for reference, verdict in case["verdicts"].items()
+    ],
+)
+def test_the_final_answer_is_scored(response, reference, correct):
+    example = Example("arith-test-0", "Mia has 12 marbles.", reference)
+    assert get_task("arith").is_correct(example, response) is correct
 
 
 def test_task_plugin_loads_and_scores():

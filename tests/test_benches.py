@@ -1,6 +1,8 @@
-"""bench/bench_cache.py and bench/bench_scale.py run end to end at tiny shapes on a CPU."""
+"""bench/bench_cache.py and bench/bench_scale.py run end to end at tiny shapes on a CPU;
+bench/check_gsm8k_answers.py on three problems."""
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -56,3 +58,17 @@ def test_bench_scale_tiny_decodes_and_takes_a_lora_step_on_cpu():
     assert step["trainable_parameters"] > 0 and step["loss"] > 0
     assert step["activation_checkpointing"]
     assert step["peak_memory_gib"] is None  # measured on GPUs only
+
+
+def test_check_gsm8k_answers_passes_final_answers_and_fails_withdrawn_ones(tmp_path):
+    rows = [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"},
+        {"question": "A car costs $1,200 and tax is $300. Total?", "answer": "#### 1,500"},
+        {"question": "Half of 10?", "answer": "10/2=<<10/2=5>>5\n#### 5"},
+    ]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = load_bench("check_gsm8k_answers").main(["--data", str(tmp_path)])
+    for shape, result in report.items():
+        expected = 0 if shape.endswith("_control") else result["total"]
+        assert result["passed"] == expected, (shape, result)
+    assert report["space_thousands"]["total"] == 1  # only 1500 has thousands to separate

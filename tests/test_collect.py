@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -325,6 +326,25 @@ def test_two_processes_select_the_same_as_one(
 def test_resume_with_other_settings_is_refused(tiny_model: Path, reference_run: Path) -> None:
     with pytest.raises(IncompatibleRunError, match="num_candidates: 3 -> 4"):
         collect(tiny_model, reference_run, num_candidates=4)
+
+
+def test_resume_knows_the_same_model_under_another_spelling(
+    tiny_model: Path, tiny_dream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "spelled"
+    collect(tiny_model, out, num_prompts=2)
+    # The same folder as a relative path (collect.py --model data/tiny-llada, then the default,
+    # its absolute path) and through a symlink: the run resumes, nothing is decoded again.
+    monkeypatch.chdir(tiny_model.parent)
+    (tmp_path / "link").symlink_to(tiny_model, target_is_directory=True)
+    for spelling in (Path(tiny_model.name), Path("..") / tiny_model.parent.name / tiny_model.name,
+                     tmp_path / "link"):  # fmt: skip
+        summary = collect(spelling, out, num_prompts=2)
+        assert summary["resumed"] and summary["prompts_collected_this_run"] == 0, spelling
+    # Another model is still refused, named by its resolved path.
+    change = re.escape(f"the model: {tiny_model} -> {tiny_dream}")
+    with pytest.raises(IncompatibleRunError, match=change):
+        collect(tiny_dream, out, num_prompts=2)
 
 
 def test_unknown_key_and_task_are_clear_errors(tiny_model: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from r2sft.tasks import get_task
+from r2sft.tasks.base import Example
 from r2sft.tasks.gsm8k import answers_match, extract_answer, reference_answer
 
 # The workplace keeps shared data beside the checkout: <repo>/../shared/data.
@@ -46,19 +47,44 @@ def write_split(folder: Path, rows: list[dict]) -> Path:
         # Fractions in the last-number fallback; a hyphen is not a minus sign.
         ("She ate 3/4 of the pie", "3/4"),
         ("between 5-10 apples", "10"),
-        # The first #### with a number is the answer; what follows it is chatter.
-        ("3 + 4 = 7\n#### 7\nExplanation: 5 - 2 = 3\n#### 3 apples were left", "7"),
+        # The last stated answer counts (issue #25: never one the response took back); a new
+        # question after the answer ends the response.
+        ("3 + 4 = 7\n#### 7\nExplanation: 5 - 2 = 3\n#### 3 apples were left", "3"),
         ("#### 22\n\nQuestion: Tom has 5 cars and sells 2.\nAnswer: 5 - 2 = 3\n#### 3", "22"),
         ("####\n17", "17"),  # the number on the next line
         ("#### \n#### 9", "9"),  # a marker without a number is passed over
         ("#### The answer is 22.", "22"),
         ("#### 5 + 3 = 8", "8"),
-        ("#### 18 eggs\n\\boxed{20}", "18"),  # #### outranks a box
+        ("#### 18 eggs\n\\boxed{20}", "20"),  # a later box restates the answer
+        ("#### 1 400", "1400"),  # a space between thousands
+        ("#### 14 apples 3", "14"),
+        ("The answer is 160. I hope step 2 was clear.", "160"),
+        ("The answer is:\n42", "42"),
+        ("**Final Answer:** 8", "8"),
+        ("Let me check the answer: 12 / 3 = 4. So 12.", "12"),  # no answer phrase mid-line
+        ("The answer isn't 5, it is 6", "6"),
         ("#### 1,000,000", "1000000"),
     ],
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+# Labelled model-style responses: each pattern of issue #25 with the reference it must pass
+# and those it must fail (a withdrawn answer right and the final one wrong, and the reverse).
+FINAL_ANSWERS = json.loads((Path(__file__).parent / "fixtures" / "final_answers.json").read_text())
+FINAL_ANSWER_CASES = [
+    pytest.param(case["response"], reference, verdict, id=f"{case['pattern']}: {reference}")
+    for case in FINAL_ANSWERS
+    for reference, verdict in case["verdicts"].items()
+]
+
+
+@pytest.mark.parametrize(("response", "reference", "correct"), FINAL_ANSWER_CASES)
+def test_the_final_answer_is_scored(response, reference, correct):
+    task = get_task("gsm8k")  # scoring needs no data
+    example = Example("gsm8k-test-0", "q", reference)
+    assert task.is_correct(example, response) is correct
 
 
 def test_fraction_answers_match_decimal_references():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lm_eval.api.instance import Instance
 
 from r2sft.config import ConfigError
@@ -226,6 +227,43 @@ def test_cost_report_goes_beside_lm_evals_results(model, tmp_path):
     named = tmp_path / "run_2026-01-01T00-00-00.5.json"
     named.write_text("{}")
     assert results_file(str(tmp_path / "run.json"), since=0) == named
+
+
+# The labelled responses of test_gsm8k (issue #25), through the r2sft-scorer filter and the
+# exact_match metric of r2sft_arith.yaml: the filter must give r2sft's verdict.
+FINAL_ANSWERS = json.loads((Path(__file__).parent / "fixtures" / "final_answers.json").read_text())
+
+
+def _arith_task_yaml() -> dict:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load(  # noqa: S506 - SafeLoader with one extra tag
+        (REPO_ROOT / "r2sft" / "lm_eval_tasks" / "r2sft_arith.yaml").read_text(), Loader=Loader
+    )
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "correct"),
+    [
+        pytest.param(case["response"], reference, verdict, id=f"{case['pattern']}: {reference}")
+        for case in FINAL_ANSWERS
+        for reference, verdict in case["verdicts"].items()
+    ],
+)
+def test_r2sft_scorer_filter_scores_the_final_answer(response, reference, correct):
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    from r2sft.lm_eval_tasks.utils import r2sft_answers
+
+    solution = f"1 + 1 = 2\n#### {reference}"
+    ((answer,),) = r2sft_answers([[response]], [{"answer": solution}])
+    assert (answer == reference) is correct
+    (metric,) = _arith_task_yaml()["metric_list"]
+    options = {k: metric[k] for k in ("ignore_case", "ignore_punctuation", "regexes_to_ignore")}
+    score = exact_match_hf_evaluate(predictions=[answer], references=[solution], **options)
+    assert score["exact_match"] == float(correct)
 
 
 @pytest.mark.slow

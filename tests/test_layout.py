@@ -19,13 +19,6 @@ LAZY_MARK = "# lazy:"
 # modules with importlib, all but the helpers it names.
 _TASK_HELPERS = {"base", "args", "files", "extraction"}
 
-# Known exceptions, each with its reason.
-# TODO(issue #24, parts 1-3): decoding/config.py imports presets.py at its top and presets.py
-# imports config.py inside functions (the lead's rework of the decoder options removes this
-# circle; delete both entries then).
-KNOWN_CYCLES = {frozenset({"r2sft.decoding.config", "r2sft.decoding.presets"})}
-KNOWN_LAZY_IMPORTS = {("r2sft.decoding.presets", "r2sft.decoding.config")}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -142,27 +135,20 @@ def test_no_import_circles_in_r2sft() -> None:
     sources = package_sources()
     # Imports inside functions count too: one that closes a circle only hides it.
     cycles = find_cycles(import_graph(collect_imports(sources), set(sources)))
-    unknown = [sorted(cycle) for cycle in cycles if frozenset(cycle) not in KNOWN_CYCLES]
-    assert not unknown, f"import circles in r2sft: {unknown}"
-    gone = [sorted(known) for known in KNOWN_CYCLES if set(known) not in cycles]
-    assert not gone, f"these circles are gone: remove them from KNOWN_CYCLES: {gone}"
+    assert not cycles, f"import circles in r2sft: {[sorted(cycle) for cycle in cycles]}"
 
 
 def test_imports_inside_functions_say_why() -> None:
-    lazy = [item for item in collect_imports(package_sources()) if not item.top_level]
     unexplained = [
         f"{item.module}:{item.line}: {item.text.strip()}"
-        for item in lazy
-        if (item.module, item.target) not in KNOWN_LAZY_IMPORTS
-        and not lazy_reason(item.text)
+        for item in collect_imports(package_sources())
+        if not item.top_level and not lazy_reason(item.text)
     ]
     assert not unexplained, (
         "imports of r2sft modules inside functions belong at the top of the module, unless a "
         f"heavy optional dependency justifies them (say so with '{LAZY_MARK} why'): "
         + "; ".join(unexplained)
     )
-    stale = KNOWN_LAZY_IMPORTS - {(item.module, item.target) for item in lazy}
-    assert not stale, f"remove {sorted(stale)} from KNOWN_LAZY_IMPORTS: they are gone"
 
 
 # ----------------------------------------------------------------------------- the checker

@@ -8,7 +8,11 @@ import torch
 
 from r2sft.decoding.config import DecoderConfig
 from r2sft.decoding.rules import (
+    RULES,
     CommitRule,
+    FixedRule,
+    StepView,
+    TemporalRule,
     TemporalState,
     chosen_confidence,
     commit_step,
@@ -21,8 +25,27 @@ from r2sft.decoding.rules import (
     token_cluster_commit,
     token_runs,
 )
+from r2sft.decoding.rules import (
+    rule_chain as chain_of,
+)
 
 T, F_ = True, False
+
+
+def step(cand, conf, masked, config, temporal=None, cluster_conf=None):
+    """One forward of ``config``'s rule chain on a hand-built view: the rule codes and the
+    temporal rule's new state (None when it does not run); ``temporal`` is its state before."""
+    chain = chain_of(config)
+    states = [
+        temporal if isinstance(rule, TemporalRule) and temporal is not None
+        else rule.init_state(cand.shape[0], cand.shape[1], "cpu")
+        for rule in chain
+    ]  # fmt: skip
+    view = StepView.of(cand, conf, masked, fp32_confidence=cluster_conf)
+    codes, new_states = commit_step(view, chain, states)
+    pairs = zip(chain, new_states, strict=True)
+    new = [state for rule, state in pairs if isinstance(rule, TemporalRule)]
+    return codes, (new[0] if new else None)
 
 
 def rows(*values):
@@ -187,7 +210,7 @@ def test_commit_step_chains_baseline_then_the_r2_rules_in_order():
         gen_length=8, block_length=8, r2=True, threshold=0.9, window=3, tau_s=0.8, u_max=1,
         temporal_k=2, tau_t=0.8, temporal_agg="max",
     )  # fmt: skip
-    rule, new_state = commit_step(cand, conf, masked, config, temporal=state)
+    rule, new_state = step(cand, conf, masked, config, temporal=state)
     B, C, K, TT = (int(r) for r in (CommitRule.BASELINE, CommitRule.CONFIDENCE_CLUSTER,
                                     CommitRule.TOKEN_CLUSTER, CommitRule.TEMPORAL))  # fmt: skip
     # 0: threshold (>= 0.9). 1-2: window [0, 2] holds one committed token and mean 0.85 of
@@ -201,13 +224,11 @@ def test_commit_step_chains_baseline_then_the_r2_rules_in_order():
 def test_commit_step_without_r2_is_the_policy_alone():
     cand, conf, masked, state = _r2_block()
     threshold = DecoderConfig(gen_length=8, block_length=8, threshold=0.84)
-    rule, new_state = commit_step(cand, conf, masked, threshold, temporal=state)
+    rule, new_state = step(cand, conf, masked, threshold, temporal=state)
     assert rule.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]] and new_state is None
-    fixed = DecoderConfig(gen_length=8, block_length=8, policy="fixed")
-    rule, _ = commit_step(cand, conf, masked, fixed, num_tokens=torch.tensor([2]))
+    fixed = DecoderConfig(gen_length=8, block_length=8, policy="fixed", steps=4)
+    rule, _ = step(cand, conf, masked, fixed)
     assert rule.tolist() == [[1, 1, 0, 0, 0, 0, 0, 0]]  # the two most confident, first on ties
-    with pytest.raises(ValueError, match="num_tokens"):
-        commit_step(cand, conf, masked, fixed)
 
 
 def test_commit_step_r2_rules_see_only_what_earlier_rules_left_open():
@@ -216,10 +237,8 @@ def test_commit_step_r2_rules_see_only_what_earlier_rules_left_open():
     # there, and the run 6,6 is cut to position 6 alone (no token cluster).
     config = DecoderConfig(gen_length=8, block_length=8, r2=True, threshold=0.8, window=3,
                            tau_s=0.8, u_max=1, temporal_k=0)  # fmt: skip
-    rule, new_state = commit_step(cand, conf, masked, config, temporal=state)
+    rule, new_state = step(cand, conf, masked, config, temporal=state)
     assert rule.tolist() == [[1, 1, 1, 0, 0, 0, 0, 1]] and new_state is None
-    with pytest.raises(ValueError, match="TemporalState"):
-        commit_step(cand, conf, masked, DecoderConfig(gen_length=8, block_length=8, r2=True))
 
 
 def test_official_factor_rule_commits_the_last_mask_when_only_it_fails():
@@ -251,7 +270,7 @@ def test_commit_step_factor_rule_and_window_zero_turning_the_token_cluster_off()
     cand = torch.tensor([[3, 4, 5, 6]])
     masked = mask([T, T, T, T])
     official = DecoderConfig(gen_length=4, block_length=4, policy="factor", factor_rule="official")
-    assert commit_step(cand, conf, masked, official)[0].tolist() == [[1, 1, 1, 1]]
+    assert step(cand, conf, masked, official)[0].tolist() == [[1, 1, 1, 1]]
     # Baseline (threshold 0.99) commits the best, 3. Windows of 2 over 0-2 average below
     # tau_s 0.8; the run 7,7,7 peaks at 0.85 > 0.8, so the token cluster commits position 0,
     # unless window = 0, which (as in the official code) turns the token cluster off too.
@@ -260,8 +279,8 @@ def test_commit_step_factor_rule_and_window_zero_turning_the_token_cluster_off()
                        window=2, tau_s=0.8)  # fmt: skip
     off = dataclasses.replace(on, window=0)
     K = int(CommitRule.TOKEN_CLUSTER)
-    assert commit_step(cand, conf, masked, on)[0].tolist() == [[K, 0, 0, 1]]
-    assert commit_step(cand, conf, masked, off)[0].tolist() == [[0, 0, 0, 1]]
+    assert step(cand, conf, masked, on)[0].tolist() == [[K, 0, 0, 1]]
+    assert step(cand, conf, masked, off)[0].tolist() == [[0, 0, 0, 1]]
 
 
 def test_token_cluster_ranks_by_the_given_cluster_confidences():
@@ -284,6 +303,76 @@ def test_token_cluster_ranks_by_the_given_cluster_confidences():
     config = DecoderConfig(gen_length=5, block_length=5, r2=True, threshold=1.0, temporal_k=0,
                            window=3, tau_s=0.8, u_max=1)  # fmt: skip
     K = int(CommitRule.TOKEN_CLUSTER)
-    assert commit_step(cand, conf, masked, config)[0].tolist() == [[0, K, 0, 0, 1]]
-    rule, _ = commit_step(cand, conf, masked, config, cluster_conf=softmax32)
+    assert step(cand, conf, masked, config)[0].tolist() == [[0, K, 0, 0, 1]]
+    rule, _ = step(cand, conf, masked, config, cluster_conf=softmax32)
     assert rule.tolist() == [[0, 0, 0, K, 1]]
+
+
+def test_the_registry_orders_the_chain_and_rejects_clashing_rules():
+    names = [rule.name for rule in RULES]
+    assert names[:3] == ["fixed", "threshold", "factor"]
+    r2 = DecoderConfig(gen_length=8, block_length=8, r2=True)
+    assert [rule.name for rule in chain_of(r2)] == ["threshold", "confidence_cluster",
+                                                    "token_cluster", "temporal"]  # fmt: skip
+    off = dataclasses.replace(r2, window=0, temporal_k=0)
+    assert [rule.name for rule in chain_of(off)] == ["threshold", "confidence_cluster"]
+    from r2sft.decoding.rules.base import Rule, check_registry
+
+    class Twin(Rule):
+        name, code, description = "temporal", 9, "a second rule named temporal"
+
+    with pytest.raises(TypeError, match="already taken"):
+        check_registry([*RULES, Twin])
+
+    class EarlyExitCode(Rule):
+        name, code, description = "mine", int(CommitRule.EARLY_EXIT), "takes the sampler's code"
+
+    with pytest.raises(TypeError, match="reserved"):
+        check_registry([*RULES, EarlyExitCode])
+
+
+def test_fixed_rule_keeps_its_step_count_per_row_and_restarts_it_with_each_block():
+    # Block of 8 in 3 forwards: 3, 3, 2 tokens (the remainder goes to the first forwards).
+    config = DecoderConfig(gen_length=16, block_length=8, policy="fixed", steps=6)
+    (rule,) = chain_of(config)
+    assert isinstance(rule, FixedRule) and (rule.per_step, rule.remainder) == (2, 2)
+    from r2sft.decoding.rules import ChainState
+
+    states = ChainState([rule], rows=2, block_length=8, device="cpu")
+    conf = rows([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], [0.9] * 8)
+    cand = torch.zeros(2, 8, dtype=torch.long)
+    masked = torch.ones(2, 8, dtype=torch.bool)
+    everyone = torch.tensor([0, 1])
+    counts = []
+    for forward in range(3):
+        codes, new = commit_step(StepView.of(cand, conf, masked), [rule], states.select(everyone))
+        counts.append((codes > 0).sum(-1).tolist())
+        masked = masked & (codes == 0)
+        # Row 1's block "ends" after its first forward: its count starts again.
+        states.write(everyone, new, block_done=torch.tensor([False, forward == 0]))
+    assert counts == [[3, 3], [3, 3], [2, 2]]
+    assert states.states[0].count.tolist() == [3, 2]
+
+
+def test_mask_aware_threshold_lowers_tau_as_the_visible_masks_run_out():
+    from r2sft.decoding.rules import mask_aware_threshold
+
+    ratio = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    start = torch.tensor([False, False, False])
+    tau = mask_aware_threshold(0.9, 0.3, ratio, start)
+    assert tau.shape == (3, 1)
+    assert torch.allclose(tau.squeeze(-1), torch.tensor([0.9, 0.9 * 0.85, 0.9 * 0.7],
+                                                        dtype=torch.float64))  # fmt: skip
+    opening = mask_aware_threshold(0.9, 0.3, ratio, torch.tensor([True, True, False]))
+    assert opening.squeeze(-1).tolist()[:2] == [0.9, 0.9]  # a block's first forward: tau0
+    # In the chain: conf 0.7 passes tau 0.9 * 0.7 = 0.63 (no masks left in view), not 0.9.
+    cand = torch.tensor([[1, 2, 3]])
+    conf = rows([0.95, 0.7, 0.5])
+    masked = torch.ones(1, 3, dtype=torch.bool)
+    config = DecoderConfig(gen_length=3, block_length=3, threshold=0.9, threshold_alpha=0.3)
+    (threshold,) = chain_of(config)
+    low = StepView.of(cand, conf, masked, mask_ratio=torch.tensor([0.0], dtype=torch.float64))
+    assert threshold.commit(low, masked, None)[0].tolist() == [[T, T, F_]]
+    first = StepView.of(cand, conf, masked, mask_ratio=torch.tensor([0.0], dtype=torch.float64),
+                        block_start=torch.tensor([True]))  # fmt: skip
+    assert threshold.commit(first, masked, None)[0].tolist() == [[T, F_, F_]]

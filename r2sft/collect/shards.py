@@ -31,6 +31,9 @@ import pyarrow.parquet as pq
 from r2sft.io import TEMP_PREFIX, atomic_file, atomic_write_text, fsync_dir
 from r2sft.records import SCHEMA
 
+# The setting naming the model (CollectConfig.model): a path or Hub id as the user spelled it.
+_MODEL_SETTING = "model"
+
 
 class IncompatibleRunError(ValueError):
     """The output directory holds a collection made with different settings."""
@@ -81,8 +84,9 @@ class ShardStore:
     ) -> bool:
         """Raise if an earlier run here differs; True when there is one to resume.
 
-        Compared: the settings, the model's fingerprint (path, weight files' sizes and
-        modification times) and the content hash of every prompt both runs know (a resumed
+        Compared: the settings, the model's fingerprint (resolved path, weight files' sizes
+        and modification times; it stands for the ``model`` setting, so another spelling of
+        the same folder resumes) and the content hash of every prompt both runs know (a resumed
         run may ask for more or fewer prompts, but a prompt whose text or reference changed
         under the same id would mix old and new candidates). Read-only, so every process can
         call it (all then fail alike instead of some waiting at a barrier for a main
@@ -97,9 +101,13 @@ class ShardStore:
                 "'settings'); choose a new --output_dir."
             )
         old = previous["settings"]
+        # With both fingerprints at hand the model is compared by them (its resolved path
+        # and weight files), not by how --model was spelled: 'data/tiny-llada', its absolute
+        # path or a symlink to it name the same model.
+        by_fingerprint = {_MODEL_SETTING} if model and previous.get("model") else set()
         problems = [
             f"{key}: {old.get(key)!r} -> {settings.get(key)!r}"
-            for key in sorted(set(old) | set(settings))
+            for key in sorted((set(old) | set(settings)) - by_fingerprint)
             if old.get(key) != settings.get(key)
         ]
         if model is not None and not _same_model(previous.get("model"), model):

@@ -12,18 +12,19 @@ values to use, plus how and on what they were found. Three kinds:
   with it; the official values when the model has none.
 - a path: a preset JSON file, or a folder holding ``r2sft_decoding.json``.
 
-Resolution (``DecoderArgs.resolve``): explicit options > the preset > the task's canvas >
-the official values.
+Resolution (``r2sft.decoding.args.DecoderArgs.resolve``): explicit options > the preset >
+the task's canvas > the official values.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from r2sft.decoding.config import DECODER_FIELDS, DECODER_NAMES, decoder_config
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +65,9 @@ class DecoderPreset:
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def _decoder_fields() -> set[str]:
-    from r2sft.decoding.config import DecoderConfig
-
-    return {f.name for f in dataclasses.fields(DecoderConfig)} - RUN_FIELDS
-
-
 def check_preset(preset: DecoderPreset) -> DecoderPreset:
     """``preset`` when every decoder name and field is known and every value is valid."""
-    from r2sft.decoding.config import DECODER_NAMES, decoder_config
-
-    known = _decoder_fields()
+    known = DECODER_FIELDS - RUN_FIELDS
     for decoder, values in preset.decoders.items():
         if decoder not in DECODER_NAMES:
             raise PresetError(

@@ -29,38 +29,64 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from r2sft.decoding.options import (
+    at_least,
+    check_options,
+    confidence,
+    option,
+    optional_twin,
+    set_fields,
+)
 from r2sft.decoding.rules import CommitRule, confidence_cluster_windows, token_runs
 from r2sft.decoding.trace import DecodeResult
 
 
 @dataclass
 class RedundancyConfig:
-    """Measurement thresholds of the redundancy score (independent of the decoder).
+    """Measurement thresholds of the redundancy score (independent of the decoder); each
+    field's help says what it does. Command lines (collect) take them as ``--score_*`` /
+    ``--lambda_*`` options (:data:`ScoreArgs`)."""
 
-    Attributes:
-        window: confidence-cluster window w.
-        tau_s: a window qualifies when its masked positions' mean confidence is >= tau_s.
-        u_max: most committed tokens a qualifying window may hold.
-        token_cluster_tau: None counts every same-token run of >= 2 masks (method.md);
-            a value counts only runs whose highest confidence is > it (the decoding rule).
-        temporal_k: a redundant (s, i) pair needs the top-1 to have equalled the final
-            token for >= K consecutive forwards ending at s (1 = method.md's count).
-        tau_t: ... and a confidence >= tau_t at s (0 = method.md's count).
-        lambda_s: weight of R_s in R_total.
-        lambda_t: weight of R_t in R_total.
-    """
+    window: int = option(3, "R_s: confidence-cluster window w", check=at_least(0),
+                         flag="score_window")  # fmt: skip
+    tau_s: float = option(
+        0.8, "R_s: a window counts when its masked positions' mean confidence is >= tau_s",
+        check=confidence, flag="score_tau_s",
+    )  # fmt: skip
+    u_max: int = option(1, "R_s: most committed tokens a counted window may hold",
+                        check=at_least(0), flag="score_u_max")  # fmt: skip
+    token_cluster_tau: float | None = option(
+        None, "R_s token clusters: None counts every same-token run of >= 2 masks "
+        "(method.md); a value counts only runs whose highest confidence is > it",
+        check=confidence, flag="score_token_cluster_tau",
+    )  # fmt: skip
+    temporal_k: int = option(
+        1, "R_t: a redundant (s, i) pair needs the top-1 to have equalled the final token "
+        "for >= K forwards ending at s (1: method.md's count)",
+        check=at_least(0), flag="score_temporal_k",
+    )  # fmt: skip
+    tau_t: float = option(0.0, "R_t: ... and a confidence >= tau_t at s (0: method.md's count)",
+                          check=confidence, flag="score_tau_t")  # fmt: skip
+    lambda_s: float = option(1.0, "weight of R_s in R_total", check=at_least(0))
+    lambda_t: float = option(1.0, "weight of R_t in R_total", check=at_least(0))
 
-    window: int = 3
-    tau_s: float = 0.8
-    u_max: int = 1
-    token_cluster_tau: float | None = None
-    temporal_k: int = 1
-    tau_t: float = 0.0
-    lambda_s: float = 1.0
-    lambda_t: float = 1.0
+    def __post_init__(self) -> None:
+        check_options(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class _ScoreArgsMethods:
+    def redundancy_config(self) -> RedundancyConfig:
+        """The redundancy settings: the options set here over the defaults."""
+        return RedundancyConfig(**set_fields(self))
+
+
+ScoreArgs = optional_twin(RedundancyConfig, "ScoreArgs", bases=(_ScoreArgsMethods,),
+                          module=__name__)  # fmt: skip
+ScoreArgs.__doc__ = """The redundancy measurement of a command line: every
+:class:`RedundancyConfig` field as an optional ``--score_*`` / ``--lambda_*`` option."""
 
 
 @dataclass

@@ -21,10 +21,12 @@ def arith_splits(**_: Any) -> datasets.DatasetDict:
 
 def r2sft_answers(resps: list[list[str]], docs: list[dict[str, Any]]) -> list[list[str]]:
     """The ``r2sft-scorer`` filter: r2sft's own GSM8K verdict inside lm-eval. A response the
-    scorer of ``r2sft.evaluate`` accepts (first ``####`` with a number, else the last
-    ``\\boxed{}``, else the last number; equal numerically or by math-verify) becomes the
-    reference's final answer, so exact_match is that verdict; others keep their extracted
-    answer (or nothing). lm-eval's strict and flexible filters stay beside it."""
+    scorer of ``r2sft.evaluate`` accepts (its final answer, :func:`extract_answer`: the last
+    ``####`` line, answer phrase or ``\\boxed{}``, else the last number; equal numerically
+    or by math-verify) becomes the reference's final answer, so exact_match is that verdict;
+    others keep their extracted answer (or nothing). lm-eval's strict and flexible filters
+    stay beside it; strict-match takes the first ``####``, so it can pass an answer the
+    response later withdrew, which this filter does not."""
     filtered = []
     for responses, doc in zip(resps, docs, strict=True):
         reference = reference_answer(doc["answer"]) or ""

@@ -17,33 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from r2sft.modeling.layers import KVCache
+from r2sft.modeling.layers import CacheStepMode, KVCache
 
 
 def supports_decode_cache(model: Any) -> bool:
     """Whether ``model`` takes ``kv_cache`` / ``output_positions`` (r2sft's model classes;
     peft wrappers forward the attribute)."""
     return bool(getattr(model, "supports_decode_cache", False))
-
-
-def resolve_cache_mode(model: Any, mode: str) -> str:
-    """The cache mode a decode of ``model`` runs: ``"auto"`` is ``"dual"`` where the model
-    has r2sft's decoding cache and ``"none"`` elsewhere; asking a model without one for
-    ``"prefix"`` / ``"dual"`` is an error that says so."""
-    if mode == "auto":
-        return "dual" if supports_decode_cache(model) else "none"
-    if mode not in ("none", "prefix", "dual"):
-        raise ValueError(f"cache mode {mode!r} must be auto, none, prefix or dual.")
-    if mode != "none" and not supports_decode_cache(model):
-        raise ValueError(
-            f"--cache {mode} needs a model class with r2sft's decoding KV cache (r2sft's LLaDA); "
-            f"{type(model).__name__} has none. Decode it with --cache none (or auto)."
-        )
-    return mode
 
 
 @dataclass(frozen=True)
@@ -59,7 +43,7 @@ class CacheUse:
     """
 
     cache: KVCache
-    mode: Literal["fill", "prefix", "dual"]
+    mode: CacheStepMode
     rows: torch.Tensor | None = None
     first_columns: Sequence[int] | None = None
 
@@ -79,6 +63,7 @@ def predict_logits(
     attention_mask: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
     cache: CacheUse | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits of a masked-diffusion LM, row ``j`` predicting position ``positions[:, j]``.
 
@@ -91,24 +76,39 @@ def predict_logits(
             must be the contiguous columns ``first_columns[r] ..`` and the tokens outside them
             unchanged since the fill; they are the only tokens recomputed besides, for the
             prefix mode, everything after them.
+        position_ids: ``(B, T)`` RoPE positions of ``input_ids`` when they are not the
+            padding-derived default (a canvas with columns left out); full and fill
+            forwards of r2sft's classes only.
 
     Returns:
         ``(B, P, V)`` logits (``(B, T, V)`` without positions).
     """
     shift = int(bool(spec.shifted_logits))
     if not supports_decode_cache(model):
+        if position_ids is not None:
+            raise ValueError(
+                f"{type(model).__name__} takes no RoPE position ids; leaving canvas columns out "
+                "(--suffix_window) needs r2sft's LLaDA or Dream class."
+            )
         if cache is not None:
-            resolve_cache_mode(model, "prefix" if cache.mode == "fill" else cache.mode)
+            raise ValueError(
+                f"a decoding KV cache needs a model class with r2sft's decoding cache (r2sft's "
+                f"LLaDA or Dream); {type(model).__name__} has none. Decode it with --cache none."
+            )
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return _align(logits, positions, shift)
     if cache is None or cache.mode == "fill":
-        step = None if cache is None else cache.cache.fill(cache.rows)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if cache is None:
+            inputs["position_ids"] = position_ids
+        else:
+            inputs["kv_cache"] = cache.cache.fill(cache.rows, position_ids)
         if positions is None:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, kv_cache=step).logits
-            return _align(logits, None, shift)
+            return _align(model(**inputs).logits, None, shift)
         source = (positions - shift).clamp(min=0)
-        return model(input_ids=input_ids, attention_mask=attention_mask, kv_cache=step,
-                     output_positions=source).logits  # fmt: skip
+        return model(**inputs, output_positions=source).logits
+    if position_ids is not None:
+        raise ValueError("a cached span forward reads its RoPE positions from the cache")
     if positions is None or cache.first_columns is None:
         raise ValueError("a cached span forward needs positions and their first_columns")
     total, wanted = input_ids.shape[1], positions.shape[1]

@@ -181,7 +181,7 @@ def block_forward(
     return hidden_states + modules.dropout(mlp)
 
 
-CacheMode = Literal["fill", "prefix", "dual"]
+CacheStepMode = Literal["fill", "prefix", "dual"]
 
 
 class KVCache:
@@ -204,13 +204,36 @@ class KVCache:
     def filled(self) -> bool:
         return self.key_mask is not None
 
-    def fill(self, rows: torch.Tensor | None = None) -> CacheStep:
-        """A full forward that (re)computes the whole canvas and stores it: for every row when
+    def fill(
+        self, rows: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+    ) -> CacheStep:
+        """A full forward that (re)computes its canvas and stores it: for every row when
         ``rows`` is None (the cache then takes the batch's size), else for those cache rows
-        (the forward's batch is ``rows``, in that order)."""
+        (the forward's batch is ``rows``, in that order).
+
+        The canvas need not be the whole sequence: a decoder that leaves columns out (suffix
+        pruning) passes the kept columns and their true RoPE ``position_ids``; a cache row
+        then holds as many columns as its last fill (shorter fills leave the rest masked;
+        a longer one widens the cache).
+        """
         if rows is not None and not self.filled:
             raise ValueError("KVCache.fill(rows=...) refills rows of a filled cache; fill it first")
-        return CacheStep(self, "fill", rows)
+        return CacheStep(self, "fill", rows, position_ids=position_ids)
+
+    @property
+    def length(self) -> int:
+        """Columns per cache row."""
+        return 0 if self.key_mask is None else self.key_mask.shape[1]
+
+    def widen(self, length: int) -> None:
+        """Make room for ``length`` columns per row (the new ones masked out)."""
+        extra = length - self.length
+        if extra <= 0:
+            return
+        self.keys = [F.pad(k, (0, 0, 0, extra)) for k in self.keys]
+        self.values = [F.pad(v, (0, 0, 0, extra)) for v in self.values]
+        self.key_mask = F.pad(self.key_mask, (0, extra), value=False)
+        self.position_ids = F.pad(self.position_ids, (0, extra))
 
     def span(
         self,
@@ -251,10 +274,11 @@ class CacheStep:
     """How one forward uses a :class:`KVCache` (see :meth:`KVCache.fill` / :meth:`KVCache.span`)."""
 
     cache: KVCache
-    mode: CacheMode
+    mode: CacheStepMode
     rows: torch.Tensor | None
     starts: tuple[int, ...] = ()
     length: int = 0
+    position_ids: torch.Tensor | None = None  # fill only: RoPE positions of its columns
 
     def _cached(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.rows is None else tensor.index_select(0, self.rows)
@@ -281,23 +305,27 @@ class CacheStep:
                 if attention_mask is None
                 else attention_mask.bool()
             )
-            positions = padding_position_ids(attention_mask, batch, length, device)
+            positions = self.position_ids
+            if positions is None:
+                positions = padding_position_ids(attention_mask, batch, length, device)
             if self.rows is None:
                 cache.key_mask, cache.position_ids = keep, positions
                 cache.keys, cache.values = [], []
             else:
-                cache.key_mask[self.rows] = keep
-                cache.position_ids[self.rows] = positions
+                cache.widen(length)
+                cache.key_mask[self.rows] = F.pad(keep, (0, cache.length - length), value=False)
+                cache.position_ids[self.rows] = F.pad(positions, (0, cache.length - length))
             return positions, sdpa_padding_mask(keep)
         if length != self.length:
             raise ValueError(f"a KV-cache span step of {self.length} columns got {length} tokens")
         total = cache.key_mask.shape[1]
         columns = self._columns(device)
-        inside = columns < total
         key_mask = self._cached(cache.key_mask)
         positions = self._cached(cache.position_ids).gather(1, columns.clamp(max=total - 1))
         if self.mode == "dual":
             return positions, sdpa_padding_mask(key_mask)
+        # The span's own keys count where they are real columns of the cached canvas.
+        inside = (columns < total) & key_mask.gather(1, columns.clamp(max=total - 1))
         prefix = max(self.starts)
         before = torch.arange(prefix, device=device) < columns[:, :1]
         keys = torch.cat([key_mask[:, :prefix] & before, inside], dim=1)
@@ -315,8 +343,8 @@ class CacheStep:
                 cache.keys.append(k)
                 cache.values.append(v)
             else:
-                cache.keys[layer][self.rows] = k
-                cache.values[layer][self.rows] = v
+                cache.keys[layer][self.rows, :, : k.shape[2]] = k
+                cache.values[layer][self.rows, :, : v.shape[2]] = v
             return k, v
         cached_k, cached_v = self._cached(cache.keys[layer]), self._cached(cache.values[layer])
         if self.mode == "dual":
@@ -343,7 +371,10 @@ def forward_inputs(
     else ``position_ids`` (default :func:`padding_position_ids`) and the padding mask."""
     if kv_cache is not None:
         if position_ids is not None:
-            raise ValueError("position_ids cannot be combined with a KV cache (it keeps them)")
+            raise ValueError(
+                "position_ids go to the KV cache's fill step (KVCache.fill(position_ids=...)); "
+                "a span step reads them from the cache"
+            )
         return kv_cache.inputs(attention_mask, batch, length, device)
     if position_ids is None:
         position_ids = padding_position_ids(attention_mask, batch, length, device)

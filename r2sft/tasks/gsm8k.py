@@ -5,12 +5,13 @@ Data: a local folder (or file) of JSONL in the format of the original release
 ``test.jsonl``; without a path, the Hub dataset ``openai/gsm8k``
 (config "main") through ``datasets.load_dataset`` (needs network).
 
-A response's answer (:func:`extract_answer`) is the number after its first ``####`` that
-has one, else the number in its last ``\\boxed{...}`` that has one, else its last number
-(fractions included); why the first ``####`` and not the last: see that function. It is
-correct when it equals the reference numerically or math-verify finds them equivalent
-(``1,000`` vs ``1000``, ``1/2`` vs ``0.5``). math-verify runs with ``parsing_timeout=None``
-/ ``timeout_seconds=None`` because its SIGALRM timeouts raise outside the main thread.
+A response's answer (:func:`extract_answer`) is the final one it states: the last of its
+``#### N`` lines, answer phrases ("The answer is N", "Answer: N") and ``\\boxed{N}``, with
+the response cut where it starts a new question; without any, its last number (fractions
+included). It is correct when it equals the reference numerically or math-verify finds
+them equivalent (``1,000`` vs ``1000``, ``1/2`` vs ``0.5``). math-verify runs with
+``parsing_timeout=None`` / ``timeout_seconds=None`` because its SIGALRM timeouts raise
+outside the main thread.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject
 
 # The answer marker and the rest of its line (or the next line when the marker ends one).
 _MARKER = re.compile(r"####[ \t]*(?:\n[ \t]*)?([^\n]*)")
+# An answer phrase and the rest of its line (or the next line when the phrase ends one):
+# "... the (final) answer is N" anywhere (not "isn't"); "Answer: N", "Final answer: N",
+# "**Answer:** N" at the start of a line (so "check the answer: 12 / 3 = 4" is no answer).
+_PHRASE = re.compile(
+    r"(?:\banswer\s+is\b|^[ \t>#*_]*(?:final\s+)?answer[*_]*[ \t]*:)[ \t*_:]*(?:\n[ \t]*)?([^\n]*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A line opening a new question: where lm-eval's GSM8K tasks stop generating ("Question:"
+# for gsm8k, "Q:" for gsm8k_cot); what follows it is another problem, not this answer.
+_NEW_QUESTION = re.compile(r"^[ \t>#*_]*(?:Question|Q)[*_]*[ \t]*:", re.MULTILINE)
 # A number: a minus sign only where it cannot be a hyphen ("5-10"), decimals, fractions.
 _NUMBER = re.compile(r"(?:(?<![\w)\]])-)?(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?:/\d+(?:\.\d+)?)?")
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -32,6 +43,9 @@ _LATEX_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*(-?[\d.]+)\s*\}")
 _LATEX_SPACING = re.compile(r"\\[,!;: ]|\{,\}")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# Digit groups split by a space, no-break space or thin space (U+2009, U+202F): a first group
+# of 1-3 digits, then only groups of exactly 3 ("1 400", "12 345 678"; not "14 apples 3").
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?![\d])")
 
 
 def _clean(text: str) -> str:
@@ -47,52 +61,78 @@ def _clean(text: str) -> str:
 
 def _number_in(fragment: str) -> str | None:
     """The answer a short answer fragment states: its first number, or the first after its
-    last ``=`` (``5 + 3 = 8``); None when it has none. ``240 dollars`` gives 240."""
+    last ``=`` (``5 + 3 = 8``); None when it has none. ``240 dollars`` gives 240, ``1 400``
+    (a space or thin space between thousands) 1400. Only for what follows an answer marker,
+    phrase or box: in running text "step 1 200 apples" is two numbers."""
     text = _clean(fragment)
+    text = _SPACED_THOUSANDS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
     if "=" in text and _NUMBER.search(text.rsplit("=", 1)[1]):
         text = text.rsplit("=", 1)[1]
     found = _NUMBER.search(text)
     return found.group(0) if found else None
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """The contents of every ``\\boxed{...}`` / ``\\fbox{...}``, braces balanced, in order."""
-    contents = []
+def _boxes(text: str) -> list[tuple[int, str]]:
+    """``(position, contents)`` of every ``\\boxed{...}`` / ``\\fbox{...}``, braces balanced,
+    in order."""
+    found = []
     for start in _BOX_START.finditer(text):
         depth = 1
         for index in range(start.end(), len(text)):
             depth += {"{": 1, "}": -1}.get(text[index], 0)
             if depth == 0:
-                contents.append(text[start.end() : index])
+                found.append((start.start(), text[start.end() : index]))
                 break
-    return contents
+    return found
+
+
+def stated_answers(text: str) -> list[tuple[int, str]]:
+    """``(position, answer)`` of every answer ``text`` states explicitly, in order: each
+    ``####`` line, answer phrase and ``\\boxed{}`` that holds a number (one without a number
+    is passed over), up to the first new question ("Question:", "Q:") after the first
+    answer. A phrase holding a box (``The answer is \\boxed{5}``) states its number twice."""
+    fragments = [(m.start(), m.group(1)) for m in _MARKER.finditer(text)]
+    fragments += [(m.start(), m.group(1)) for m in _PHRASE.finditer(text)]
+    fragments += _boxes(text)
+    answers = sorted(
+        (position, answer)
+        for position, fragment in fragments
+        if (answer := _number_in(fragment)) is not None
+    )
+    if not answers:
+        return []
+    new_question = _NEW_QUESTION.search(text, answers[0][0])
+    end = new_question.start() if new_question else len(text)
+    return [(position, answer) for position, answer in answers if position < end]
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer of a response, as a plain number string (``-10``, ``1234``, ``3/4``).
 
-    In order: the number right after the first ``####`` that is followed by one (on its
-    line, or the next when the marker ends a line); else the number in the last
-    ``\\boxed{}`` that holds one (``\\boxed{240 dollars}``, ``\\boxed{\\$240,000}``; an
-    empty box is passed over); else the last number of the text. None when there is none.
+    The response's answer is the last one it states (:func:`stated_answers`): the number of
+    its last ``#### N`` line (on the marker's line, or the next when the marker ends one),
+    "The answer is N" / "Answer: N" phrase or ``\\boxed{N}`` (``\\boxed{240 dollars}``,
+    ``\\boxed{\\$240,000}``), whichever comes last. A statement's answer is the first
+    number after it on its line (after its last ``=`` when it has one: ``#### 5 + 3 = 8``),
+    so numbers that merely follow it ("The answer is 160. I hope step 2 was clear.") do not
+    replace it. Without any such statement, the last number of the text.
+    None when there is none. Inside a statement, ``1,000``, ``1 400`` and ``1\\u2009400``
+    (thin space) are single numbers.
 
-    The first ``####`` wins over later ones because the marker is where the task's format
-    ends an answer (the prompt asks to *finish* with it; references end there): what a
-    model writes after it is not part of its answer. That is the chatter of decoders that
-    fill a fixed canvas or keep going after the answer -- an "Explanation" ending in
-    ``#### 3 apples were left``, or a whole new question and answer -- and taking the last
-    marker would score that chatter instead of the answer. (lm-evaluation-harness's GSM8K
-    strict match likewise takes the first ``####``.) A ``\\boxed{}`` answer, by contrast,
-    is conventionally the last one, as earlier boxes may hold intermediate results.
+    Why the last statement: a response is judged by the answer it ends with. A model that
+    writes ``#### 104``, then "Hmm, on second thought" and ``#### 107`` has answered 107;
+    taking the first marker, as lm-eval's GSM8K strict match does (its regex filter takes
+    the first match), would pass the withdrawn 104 against a reference of 104 and fail a
+    corrected 107. A scorer whose verdicts select training data must never pass an answer
+    the model took back: that would train on a trajectory that ends wrong. Text a decoder
+    writes after its answer is judged with it (an "Explanation" ending in ``#### 3`` states
+    3: a response that contradicts itself is no candidate to train on), except a new
+    question: a line opening with "Question:" or "Q:" after an answer ends the response,
+    as lm-eval's GSM8K tasks end generation there.
     """
-    for marker in _MARKER.finditer(text):
-        answer = _number_in(marker.group(1))
-        if answer is not None:
-            return answer
-    for content in reversed(_boxed_contents(text)):
-        answer = _number_in(content)
-        if answer is not None:
-            return answer
+    answers = stated_answers(text)
+    if answers:
+        return answers[-1][1]
     numbers = _NUMBER.findall(_clean(text))
     return numbers[-1] if numbers else None
 
