@@ -52,7 +52,7 @@ def main() -> None:
         config.base_decoder().gen_length,
         model_max_length(loaded.model),
     )
-    redundancy_config = config.redundancy_config()
+    plan = config.plan()
 
     def run(batch_size: int) -> tuple[list[dict], float]:
         run_config = dataclasses.replace(config, batch_size=batch_size)
@@ -60,8 +60,7 @@ def main() -> None:
             torch.cuda.synchronize()
         start = time.perf_counter()
         records = decode_candidates(
-            loaded.model, loaded.spec, loaded.tokenizer, task, items, run_config,
-            redundancy_config,
+            loaded.model, loaded.spec, loaded.tokenizer, task, items, run_config, plan,
         )  # fmt: skip
         if torch.cuda.is_available():
             torch.cuda.synchronize()

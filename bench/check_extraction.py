@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from r2sft.sandbox import isolation_report
 from r2sft.tasks import get_task
-from r2sft.tasks.sandbox import isolation_report
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from r2sft.tasks import sandbox
+from r2sft.sandbox import runner as sandbox
 
 SOLUTION = "def add_one(x):\n    return x + 1\n"
 TESTS = "def check(candidate):\n    assert candidate(1) == 2\n\ncheck(add_one)\n"

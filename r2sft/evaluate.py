@@ -12,89 +12,28 @@ Launch::
     # any rule option overrides the preset: --threshold 0.8 --tau_t 0.7 --temporal_agg ave
     python -m r2sft.evaluate --config my_eval.yaml --limit 20
 
-The library function :func:`evaluate` is what training calls at every checkpoint.
+This module is the command line only: the library function it calls,
+:func:`r2sft.scoring.evaluate`, is what training's tracking, tune and report call too.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
+from r2sft.config import parse_config
+from r2sft.decoding import DecoderArgs
+from r2sft.io import check_writable
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.scoring import cost_summary, decode_and_score, model_max_length, prepare_prompts
-from r2sft.specs import LoadedModel
-from r2sft.tasks import Example, Task, TaskArgs
+from r2sft.scoring import evaluate
+from r2sft.specs import default_device, load_model
+from r2sft.tasks import TaskArgs
 
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
-
-
-def evaluate(
-    loaded: LoadedModel,
-    task: Task,
-    examples: list[Example],
-    decoder: DecoderConfig,
-    batch_size: int = 16,
-    progress: bool = True,
-    redundancy_config: RedundancyConfig | None = None,
-    seed: int = 0,
-    on_batch: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Decode ``examples`` with ``decoder`` and score them (``r2sft.scoring``).
-
-    Every prompt is checked first (empty, prompt + canvas beyond the model's positions:
-    an error before any decoding). Example ``i`` uses seed ``seed + i``. ``on_batch``
-    (called with each batch's size) replaces the progress bar, for callers with their own.
-
-    Returns a JSON-ready dict: ``accuracy``, ``mean_nfe``, ``tokens_per_forward``
-    (generated canvas positions per forward), ``mean_r_s``, ``mean_r_t``, ``mean_r_total``,
-    ``mean_r_total_per_token``, ``mean_response_tokens``, ``num_examples``,
-    ``wall_seconds``, ``decoder`` and ``redundancy`` (the configs as dicts) and
-    ``per_example`` (id, correct, nfe, r_s, r_t, r_total, response).
-    """
-    if not examples:
-        raise ValueError("evaluate() got no examples; check the task split and --limit.")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    redundancy_config = redundancy_config or RedundancyConfig()
-    start = time.perf_counter()
-    items, _ = prepare_prompts(
-        task, examples, loaded.tokenizer, decoder.gen_length, model_max_length(loaded.model)
-    )
-    own_bar = progress and on_batch is None
-    with tqdm(total=len(items), desc=f"decode {decoder.name}", disable=not own_bar) as bar:
-        rows = decode_and_score(
-            loaded.model, loaded.spec, loaded.tokenizer, task, items, decoder,
-            seeds=[seed + i for i in range(len(items))], batch_size=batch_size,
-            redundancy_config=redundancy_config, on_batch=on_batch or bar.update,
-        )  # fmt: skip
-    return {
-        "accuracy": sum(row["correct"] for row in rows) / len(rows),
-        **cost_summary(rows, decoder.gen_length),
-        "wall_seconds": time.perf_counter() - start,
-        "decoder": {**decoder.to_dict(), "record_trace": True},
-        "redundancy": redundancy_config.to_dict(),
-        "per_example": [
-            {
-                "id": item.example.id,
-                "correct": row["correct"],
-                "nfe": row["nfe"],
-                "r_s": row["r_s"],
-                "r_t": row["r_t"],
-                "r_total": row["r_total"],
-                "response": row["response"],
-            }
-            for item, row in zip(items, rows, strict=True)
-        ],  # fmt: skip
-    }
 
 
 @dataclass
@@ -144,24 +83,8 @@ def _print_table(metrics: dict[str, Any]) -> None:
         print(f"  {key:<24}{text:>12}")
 
 
-def check_writable(path: Path, flag: str) -> None:
-    """Fail now, not after a long evaluation, when ``path`` cannot be written (a file left
-    in place is unchanged; a new one is removed again)."""
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a"):
-            pass
-    except OSError as error:
-        raise OSError(f"{flag} {path} cannot be written ({error}); choose another path.") from None
-    if not existed:
-        path.unlink()
-
-
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
-    from r2sft.specs import default_device, load_model
-
     task = args.make_task()
     decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
@@ -184,8 +107,6 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
     args = parse_config(EvaluateArgs, args=argv)
     metrics = run(args)
     _print_table(metrics)

@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2sft.config import parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.scoring import evaluate
+from r2sft.specs import default_device, load_model
 from r2sft.tasks import Task, TaskArgs
 
 REPORTED_KEYS = ("accuracy", "mean_nfe", "tokens_per_forward", "mean_r_total", "num_examples")
@@ -101,8 +104,6 @@ def measure_model(
     decoder options, resolved against this model's preset): label -> metrics and decoder."""
     from tqdm.auto import tqdm
 
-    from r2sft.evaluate import evaluate
-    from r2sft.specs import default_device, load_model
 
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}
@@ -175,8 +176,6 @@ def report(args: ReportArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
     args = parse_config(ReportArgs, args=argv)
     result = report(args)
     for role in ("base", "finetuned"):

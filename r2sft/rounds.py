@@ -45,8 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2sft.collect import CollectConfig
+from r2sft.config import parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import OUTPUTS_DIR, REPO_ROOT
+from r2sft.report import measure_model
+from r2sft.tasks import get_task
 
 ROUNDS_FILE = "rounds.json"
 PLOT_FILE = "rounds.png"
@@ -138,8 +142,6 @@ def base_model(config: RoundsConfig) -> str:
     """Round 0's model: the collect config's ``model`` (the collect default without one)."""
     import yaml
 
-    from r2sft.collect import CollectConfig
-
     values = yaml.safe_load(Path(config.collect_config).read_text()) or {}
     overrides = shlex.split(config.collect_args)
     if "--model" in overrides:
@@ -176,9 +178,6 @@ def evaluate_round(config: RoundsConfig, model: str, path: Path) -> dict[str, An
     preset), stored in ``path``; read back when the file exists."""
     if path.is_file():
         return json.loads(path.read_text())
-    from r2sft.report import measure_model
-    from r2sft.tasks import get_task
-
     task = get_task(config.eval_task, path=config.eval_data_path)
     examples = task.load(config.eval_split, limit=config.eval_limit)
     settings = {
@@ -275,8 +274,6 @@ def run_rounds(config: RoundsConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
     config = parse_config(RoundsConfig, args=argv)
     state = run_rounds(config)
     for record in state["rounds"]:

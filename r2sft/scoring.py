@@ -1,7 +1,8 @@
 """The one decode-and-score path: prompts in, scored trajectories out.
 
-``collect.py`` (K candidates per prompt), ``r2sft.evaluate`` and training's checkpoint
-tracking all go through :func:`prepare_prompts` and :func:`decode_and_score`:
+``collect.py`` (K candidates per prompt) and :func:`evaluate` (behind ``python -m
+r2sft.evaluate``, training's checkpoint tracking, ``r2sft.tune`` and ``r2sft.report``) all go
+through :func:`prepare_prompts` and :func:`decode_and_score`:
 
 1. :func:`prepare_prompts` chat-renders and tokenises each example and checks it against
    the model (empty, prompt + canvas longer than its positions), failing or skipping;
@@ -9,7 +10,8 @@ tracking all go through :func:`prepare_prompts` and :func:`decode_and_score`:
    output does not depend on its batch), measures each trajectory's redundancy, detokenises
    (:func:`decode_rows`) and lets the task judge every response at once (code tasks run
    sandboxes in parallel). Its rows carry the ``decode`` columns of :mod:`r2sft.records`;
-   :func:`cost_summary` averages their NFE and redundancy.
+   :func:`cost_summary` averages their NFE and redundancy;
+3. :func:`evaluate` runs both on a task's examples and returns the metrics of one decoder.
 
 The lm-evaluation-harness model (``r2sft.harness``) decodes with :func:`decode_rows` and
 leaves the judging to lm-eval.
@@ -17,12 +19,15 @@ leaves the judging to lm-eval.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from r2sft.decoding import DecoderConfig, RedundancyConfig, generate, measure_redundancy
-from r2sft.specs import decode_response, render_prompt
+from r2sft.specs import LoadedModel, decode_response, render_prompt
 from r2sft.tasks.base import Example, Task
 
 
@@ -224,4 +229,64 @@ def cost_summary(rows: Sequence[dict[str, Any]], gen_length: int) -> dict[str, f
         "mean_r_total_per_token": mean("r_total_per_token"),
         "mean_response_tokens": mean("response_length"),
         "num_examples": count,
+    }
+
+
+def evaluate(
+    loaded: LoadedModel,
+    task: Task,
+    examples: list[Example],
+    decoder: DecoderConfig,
+    batch_size: int = 16,
+    progress: bool = True,
+    redundancy_config: RedundancyConfig | None = None,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Decode ``examples`` with ``decoder`` and score them (:func:`decode_and_score`).
+
+    Every prompt is checked first (empty, prompt + canvas beyond the model's positions:
+    an error before any decoding). Example ``i`` uses seed ``seed + i``. ``on_batch``
+    (called with each batch's size) replaces the progress bar, for callers with their own.
+
+    Returns a JSON-ready dict: ``accuracy``, ``mean_nfe``, ``tokens_per_forward``
+    (generated canvas positions per forward), ``mean_r_s``, ``mean_r_t``, ``mean_r_total``,
+    ``mean_r_total_per_token``, ``mean_response_tokens``, ``num_examples``,
+    ``wall_seconds``, ``decoder`` and ``redundancy`` (the configs as dicts) and
+    ``per_example`` (id, correct, nfe, r_s, r_t, r_total, response).
+    """
+    if not examples:
+        raise ValueError("evaluate() got no examples; check the task split and --limit.")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    redundancy_config = redundancy_config or RedundancyConfig()
+    start = time.perf_counter()
+    items, _ = prepare_prompts(
+        task, examples, loaded.tokenizer, decoder.gen_length, model_max_length(loaded.model)
+    )
+    own_bar = progress and on_batch is None
+    with tqdm(total=len(items), desc=f"decode {decoder.name}", disable=not own_bar) as bar:
+        rows = decode_and_score(
+            loaded.model, loaded.spec, loaded.tokenizer, task, items, decoder,
+            seeds=[seed + i for i in range(len(items))], batch_size=batch_size,
+            redundancy_config=redundancy_config, on_batch=on_batch or bar.update,
+        )  # fmt: skip
+    return {
+        "accuracy": sum(row["correct"] for row in rows) / len(rows),
+        **cost_summary(rows, decoder.gen_length),
+        "wall_seconds": time.perf_counter() - start,
+        "decoder": {**decoder.to_dict(), "record_trace": True},
+        "redundancy": redundancy_config.to_dict(),
+        "per_example": [
+            {
+                "id": item.example.id,
+                "correct": row["correct"],
+                "nfe": row["nfe"],
+                "r_s": row["r_s"],
+                "r_t": row["r_t"],
+                "r_total": row["r_total"],
+                "response": row["response"],
+            }
+            for item, row in zip(items, rows, strict=True)
+        ],  # fmt: skip
     }

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+import r2sft.modeling  # noqa: F401  (registers r2sft's classes with the Auto classes)
+
 # Roles a spec assigns token ids to, and where the config / tokenizer keep them.
 _ID_FIELDS = ("mask_token_id", "eos_token_id", "eot_token_id", "pad_token_id")
 
@@ -290,8 +292,6 @@ def load_model(
     """
     # Imported here: r2sft.__init__ imports r2sft.modeling, which must be registered first.
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
-
-    import r2sft.modeling  # noqa: F401
 
     config = load_model_config(name_or_path, trust_remote_code=trust_remote_code)
     if family_for_config(config) in _OWN_CLASSES:

@@ -37,9 +37,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from r2sft.config import parse_config
 from r2sft.decoding import DecoderArgs, DecoderConfig
-from r2sft.decoding.presets import OFFICIAL, DecoderPreset, write_preset
+from r2sft.decoding.presets import OFFICIAL, RUN_FIELDS, DecoderPreset, write_preset
 from r2sft.paths import EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.scoring import evaluate
+from r2sft.specs import default_device, load_model
 from r2sft.tasks import TaskArgs
 
 REPORT_FILE = "tune.json"
@@ -154,8 +157,6 @@ def settings_of(result: dict[str, Any]) -> dict[str, Any]:
 
 def tune(args: TuneArgs) -> dict[str, Any]:
     """Run the search; returns the report (and writes it, the plot, and the preset)."""
-    from r2sft.evaluate import evaluate
-    from r2sft.specs import default_device, load_model
 
     start = time.perf_counter()
     task = args.make_task()
@@ -236,8 +237,6 @@ def tune(args: TuneArgs) -> dict[str, Any]:
 def preset_from_picks(picks: dict[str, Any], report: dict[str, Any], decoder_for: Any) -> Any:
     """The preset of the picks: every DecoderConfig field of each picked decoder (so the file
     does not depend on later changes of the defaults), plus how it was tuned."""
-    from r2sft.decoding.presets import RUN_FIELDS
-
     decoders = {}
     for name, chosen in picks.items():
         if chosen is None:
@@ -311,8 +310,6 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from r2sft.config import parse_config
-
     args = parse_config(TuneArgs, args=argv)
     report = tune(args)
     summary = {k: report[k] for k in ("model", "task", "split", "num_examples",

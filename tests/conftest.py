@@ -36,7 +36,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @functools.cache
 def _sandbox_isolation(mode: str) -> object:
     """The sandbox isolation of ``mode`` on this machine, or why it is unavailable."""
-    from r2sft.tasks import sandbox
+    from r2sft.sandbox import runner as sandbox
 
     if mode == "no-namespaces":
         return sandbox.probe(())
@@ -60,7 +60,7 @@ MACHINE_REFUSALS = (
 def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test under each isolation this machine can set up: namespaces as root, in a
     user namespace (what an unprivileged user gets), and none (the fallback)."""
-    from r2sft.tasks import sandbox
+    from r2sft.sandbox import runner as sandbox
 
     isolation = _sandbox_isolation(request.param)
     if isinstance(isolation, str):

@@ -20,7 +20,7 @@ from r2sft.collect.pipeline import InvalidPromptError, candidate_seed
 from r2sft.collect.selection import selection_key
 from r2sft.collect.shards import IncompatibleRunError, ShardStore
 from r2sft.config import ConfigError, parse_config
-from r2sft.decoding import DecoderConfig
+from r2sft.decoding import DecoderArgs, DecoderConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,6 +112,33 @@ def test_candidate_decoders_default_greedy_then_sampled() -> None:
     assert all(d.temperature == 0.7 and d.threshold == base.threshold for _, d in decoders[1:])
     plain = CollectConfig(greedy_first=False, num_candidates=2, preset="official")
     assert [d.temperature for _, d in plain.candidate_decoders()] == [0.5, 0.5]
+
+
+def test_the_decoders_are_resolved_once_per_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = []  # each resolution reads the decoder preset (a Hub download for a Hub model's)
+    real = DecoderArgs.resolve
+    monkeypatch.setattr(DecoderArgs, "resolve", lambda *a, **k: reads.append(a) or real(*a, **k))
+    config = CollectConfig(num_candidates=3, preset="official")
+    at_parse = len(reads)
+    assert at_parse >= 1  # parse time: bad settings fail before any work
+    plan = config.plan()
+    assert config.plan() is plan and len(reads) == at_parse
+    assert (config.base_decoder(), config.redundancy_config()) == (plan.base, plan.redundancy)
+    assert config.candidate_decoders() == list(plan.candidates) and len(reads) == at_parse
+    assert plan.labels() == {d.to_json(): label for label, d in plan.candidates}
+    config.temperature = 0.9  # a changed config resolves again
+    assert config.plan().candidates[1][1].temperature == 0.9 and len(reads) > at_parse
+
+
+def test_a_run_decodes_and_merges_with_the_plan_resolved_at_parse_time(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(CollectConfig, args=flags(tiny_model, tmp_path, num_prompts=3))
+    reads = []
+    monkeypatch.setattr(DecoderArgs, "resolve", lambda *a, **k: reads.append(a))
+    summary = run_collect(config)  # 3 shards and the merge
+    assert reads == [] and summary["prompts"] == 3
+    assert summary["decoders"] == config.plan().decoders()
 
 
 def test_candidate_decoders_from_a_mix() -> None:
@@ -437,7 +464,7 @@ def test_push_to_hub_offline_fails_before_any_decoding(
 ) -> None:
     import huggingface_hub
 
-    import r2sft.specs
+    import r2sft.collect.pipeline
     from r2sft.hub import HubError
 
     class OfflineApi:
@@ -449,7 +476,7 @@ def test_push_to_hub_offline_fails_before_any_decoding(
 
     monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_the_environment")
-    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    monkeypatch.setattr(r2sft.collect.pipeline, "load_model", no_loading)
     with pytest.raises(HubError, match=r"me/d\): cannot reach the Hugging Face Hub"):
         collect(tiny_model, tmp_path, push_to_hub="me/d")
     assert not list(tmp_path.glob("shards/*.parquet"))

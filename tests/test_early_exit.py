@@ -72,8 +72,8 @@ def test_rows_exit_independently_in_a_batch():
 
 @pytest.mark.parametrize("name", ["threshold", "r2"])
 def test_embedded_test_split_responses_are_identical_with_early_exit(name):
-    from r2sft.evaluate import evaluate
     from r2sft.paths import EMBEDDED_MODEL_DIR
+    from r2sft.scoring import evaluate
     from r2sft.specs import load_model
     from r2sft.tasks import get_task
 

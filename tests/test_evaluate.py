@@ -7,8 +7,9 @@ import pytest
 
 import r2sft.evaluate as evaluate_module
 from r2sft.decoding import decoder_config
-from r2sft.evaluate import EvaluateArgs, evaluate, main
+from r2sft.evaluate import EvaluateArgs, main
 from r2sft.paths import EMBEDDED_BLOCK_LENGTH, EMBEDDED_GEN_LENGTH, EMBEDDED_TASK_DIR
+from r2sft.scoring import evaluate
 from r2sft.specs import decode_response, load_model
 from r2sft.tasks import get_task, task_class
 

@@ -277,7 +277,7 @@ def test_lm_eval_run_equals_r2sft_evaluate(tmp_path):
     arith task scores, per problem and in total, what `r2sft.evaluate` scores, at the same
     NFE."""
     from r2sft.decoding import DecoderArgs
-    from r2sft.evaluate import evaluate
+    from r2sft.scoring import evaluate
     from r2sft.specs import load_model
     from r2sft.tasks import get_task
 

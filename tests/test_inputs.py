@@ -377,13 +377,13 @@ def test_a_truncated_weights_file_is_named_with_its_path(tiny_model: Path, tmp_p
 def test_an_unwritable_evaluate_output_fails_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import r2sft.specs
+    import r2sft.evaluate
     from r2sft.evaluate import run
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(r2sft.specs, "load_model", no_loading)
+    monkeypatch.setattr(r2sft.evaluate, "load_model", no_loading)
     (tmp_path / "a_file").write_text("")
     args = parse_config(EvaluateArgs, args=["--output", str(tmp_path / "a_file" / "m.json")])
     with pytest.raises(OSError, match=r"--output .*a_file/m.json cannot be written"):

@@ -151,15 +151,13 @@ def test_rounds_check_their_options(tmp_path: Path):
 
 
 def test_round_evaluation_decodes_with_the_chosen_preset(tmp_path: Path, monkeypatch):
-    import r2sft.report
-
     seen = {}
 
     def measure(model, task, examples, settings, *args, **kwargs):
         seen.update(settings)
         return {name: {"accuracy": 0.5} for name in settings}
 
-    monkeypatch.setattr(r2sft.report, "measure_model", measure)
+    monkeypatch.setattr(rounds, "measure_model", measure)
     config = RoundsConfig(eval_preset="official", eval_early_exit=True, eval_limit=2,
                           output_dir=str(tmp_path))  # fmt: skip
     result = rounds.evaluate_round(config, "some/model", tmp_path / "eval.json")

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from r2sft.tasks import sandbox
-from r2sft.tasks.sandbox import (
+from r2sft.sandbox import runner as sandbox
+from r2sft.sandbox.harness import RemoteObject, decode, encode, frame, read_frame
+from r2sft.sandbox.runner import (
     CodeCheck,
     SandboxLimits,
     isolation_report,
     run_many,
     run_tests,
 )
-from r2sft.tasks.sandbox_harness import RemoteObject, decode, encode, frame, read_frame
 
 FAST = SandboxLimits(timeout_s=5.0, memory_mb=512, max_processes=8)
 
@@ -316,7 +316,7 @@ def test_weaker_isolation_is_warned_about_once(
     monkeypatch.setattr(sandbox, "namespace_prefixes", lambda: [])
     sandbox.current_isolation.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="r2sft.tasks.sandbox"):
+        with caplog.at_level(logging.WARNING, logger="r2sft.sandbox.runner"):
             first = sandbox.current_isolation()
             assert sandbox.current_isolation() is first
             check = CodeCheck("def f():\n    return 1\n", "assert f() == 1", ("f",))

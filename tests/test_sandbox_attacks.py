@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sandbox_attacks import ADD_ONE_TESTS, CORRECT, ESCAPES, FALSE_PASSES, Attack, Scene, render
 
-from r2sft.tasks.sandbox import CodeCheck, SandboxLimits, run_tests
+from r2sft.sandbox import CodeCheck, SandboxLimits, run_tests
 
 pytestmark = pytest.mark.slow  # dozens of sandboxes per isolation mode
 

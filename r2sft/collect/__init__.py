@@ -1,6 +1,6 @@
 """Stage 1: candidate trajectories, correctness, minimal-R_total selection (``collect.py``)."""
 
-from r2sft.collect.config import CollectConfig
+from r2sft.collect.config import CollectConfig, CollectPlan
 from r2sft.collect.pipeline import candidate_seed, decode_candidates, run_collect
 from r2sft.collect.selection import (
     SELECTION_POLICIES,
@@ -13,6 +13,7 @@ from r2sft.collect.selection import (
 __all__ = [
     "SELECTION_POLICIES",
     "CollectConfig",
+    "CollectPlan",
     "Selection",
     "candidate_seed",
     "decode_candidates",

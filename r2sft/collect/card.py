@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from r2sft.collect.config import CollectConfig
+from r2sft.collect.selection import get_policy
+from r2sft.hub import hub_upload
 from r2sft.records import columns_markdown
 
 
@@ -40,12 +42,7 @@ def render_card(config: CollectConfig, summary: dict[str, Any]) -> str:
         f"{_fmt(group['all_correct']['mean_r_total'])} |"
         for label, group in summary.get("per_decoder", {}).items()
     ]
-    policy = {
-        "r_total": "the lowest R_total (ties: fewer forwards, then lower seed)",
-        "nfe": "the fewest forwards (ties: lower R_total, then lower seed)",
-        "r_total_per_token": "the lowest R_total per answer token (ties: fewer forwards)",
-        "random_correct": "a random one (the control of the selection ablation)",
-    }[summary.get("selection", "r_total")]
+    policy = get_policy(summary.get("selection", "r_total")).description
     without = summary["prompt_ids_without_correct"]
     shown_without = ", ".join(without[:20]) + (" ..." if len(without) > 20 else "")
     settings = json.dumps(
@@ -133,8 +130,6 @@ def push_selected(
     A failure is one :class:`r2sft.hub.HubError` saying the data stays in ``saved_at``.
     """
     from huggingface_hub import HfApi
-
-    from r2sft.hub import hub_upload
 
     later = (
         f"The selected set is saved in {saved_at}; re-run the same collect.py command to push "

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
+from r2sft.collect.selection import SELECTION_POLICIES, get_policy, policy_help
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
-from r2sft.tasks.base import TaskArgs, task_class
+from r2sft.tasks import TaskArgs, task_class
 
 # Fields that change how the run goes, not what it produces: they may differ between a run
 # and its resumption (everything else must match, or the candidates would mix settings).
@@ -50,6 +51,31 @@ SCORE_FIELDS = {
 
 def _help(text: str) -> dict[str, Any]:
     return {"help": text}
+
+
+@dataclass(frozen=True)
+class CollectPlan:
+    """What a collection decodes, resolved once from its :class:`CollectConfig` (presets
+    read, decoder mix allocated) and handed to every shard and to the merge.
+
+    Attributes:
+        base: the run's greedy decoder (the summary's ``decoder``, the canvas every
+            candidate shares).
+        candidates: (mix label, decoder) of candidates k = 0 .. K-1, the same for every prompt.
+        redundancy: the settings of the R_s / R_t measurement.
+    """
+
+    base: DecoderConfig
+    candidates: tuple[tuple[str, DecoderConfig], ...]
+    redundancy: RedundancyConfig
+
+    def labels(self) -> dict[str, str]:
+        """Mix label of each distinct decoder, keyed by its JSON (the shards' ``decoder``)."""
+        return {decoder.to_json(): label for label, decoder in self.candidates}
+
+    def decoders(self) -> dict[str, dict[str, Any]]:
+        """Settings of each mix entry's decoder, by label (the summary's ``decoders``)."""
+        return {label: json.loads(decoder.to_json()) for label, decoder in self.candidates}
 
 
 @dataclass
@@ -93,12 +119,13 @@ class CollectConfig(TaskArgs, DecoderArgs):
             "run's decoder, greedy_first and temperature)."
         ),
     )
-    selection: Literal["r_total", "nfe", "r_total_per_token", "random_correct"] = field(
+    selection: str = field(
         default="r_total",
-        metadata=_help(
-            "which correct candidate a prompt keeps: the lowest r_total (the paper's), nfe or "
-            "r_total_per_token, or random_correct (a control). A resumed run may change it."
-        ),
+        metadata={
+            "help": f"which correct candidate a prompt keeps: {policy_help()}. r_total is the "
+            "paper's; a resumed run may change it.",
+            "choices": SELECTION_POLICIES,
+        },
     )
     # --- redundancy measurement (None: RedundancyConfig default)
     score_window: int | None = field(default=None, metadata=_help("R_s window w."))
@@ -147,15 +174,30 @@ class CollectConfig(TaskArgs, DecoderArgs):
                     f"collect config: {key}={getattr(self, key)!r} is out of range "
                     "(counts >= 1, temperature >= 0)."
                 )
-        self.redundancy_config()
-        self.candidate_decoders()  # a clear error for bad decoder settings now, not mid-run
+        get_policy(self.selection)  # a clear error for an unknown policy
+        self.plan()  # resolves the decoders: a clear error for bad settings now, not mid-run
+
+    def plan(self) -> CollectPlan:
+        """The run's decoders and scoring settings, resolved once (at parse time) and reused
+        while this config is unchanged, so a process reads the decoder preset (for a Hub
+        model, a Hub download) once, not once per shard."""
+        key = self.to_json()
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != key:
+            self._plan = (key, self._resolve_plan())
+        return self._plan[1]
+
+    def _resolve_plan(self) -> CollectPlan:
+        redundancy = self._resolve_redundancy()
+        base = self.resolve(
+            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
+        )
+        return CollectPlan(base, tuple(self._resolve_candidates(base)), redundancy)
 
     def base_decoder(self) -> DecoderConfig:
         """The run's decoder for this task with this config's overrides, greedy, trace on
         (R_total needs it): what the summary reports and the canvas every candidate shares."""
-        return self.resolve(
-            task_class(self.task), model=self.model, temperature=0.0, record_trace=True
-        )
+        return self.plan().base
 
     def mix(self) -> list[MixEntry]:
         """The decoder mix: ``decoder_mix`` parsed, or the default greedy + sampled one."""
@@ -165,9 +207,11 @@ class CollectConfig(TaskArgs, DecoderArgs):
 
     def candidate_decoders(self) -> list[tuple[str, DecoderConfig]]:
         """(mix label, decoder) of candidates k = 0 .. K-1, the same for every prompt."""
+        return list(self.plan().candidates)
+
+    def _resolve_candidates(self, base: DecoderConfig) -> list[tuple[str, DecoderConfig]]:
         entries = self.mix()
         counts = allocate([entry.share for entry in entries], self.num_candidates)
-        base = self.base_decoder()
         task = task_class(self.task)
         decoders = []
         for entry, count in zip(entries, counts, strict=True):
@@ -197,6 +241,10 @@ class CollectConfig(TaskArgs, DecoderArgs):
         return decoders
 
     def redundancy_config(self) -> RedundancyConfig:
+        """The redundancy measurement's settings (RedundancyConfig defaults where unset)."""
+        return self.plan().redundancy
+
+    def _resolve_redundancy(self) -> RedundancyConfig:
         values = {
             target: getattr(self, source)
             for source, target in SCORE_FIELDS.items()

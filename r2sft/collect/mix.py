@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from r2sft.decoding import DECODER_NAMES, DecoderConfig
+
 PRESET_KEY = "preset"
 
 
@@ -38,8 +40,6 @@ class MixEntry:
 
 
 def _option_types() -> dict[str, Any]:
-    from r2sft.decoding import DecoderConfig
-
     hints = typing.get_type_hints(DecoderConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(DecoderConfig)}
 
@@ -69,8 +69,6 @@ def _coerce(name: str, text: str, annotation: Any) -> Any:
 
 def parse_mix_entry(text: str) -> MixEntry:
     """``"SHARE: DECODER key=value ..."`` -> :class:`MixEntry` (a clear error otherwise)."""
-    from r2sft.decoding import DECODER_NAMES
-
     usage = 'write "SHARE: DECODER key=value ...", e.g. "0.5: threshold threshold=0.7"'
     share_text, colon, rest = str(text).partition(":")
     words = rest.split()

@@ -29,13 +29,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from r2sft.collect.card import push_selected, render_card
-from r2sft.collect.config import CollectConfig
+from r2sft.collect.config import CollectConfig, CollectPlan
 from r2sft.collect.selection import select_per_prompt, summarize
-from r2sft.collect.shards import ShardStore, atomic_write_text, save_dataset_atomically
-from r2sft.decoding import DecoderConfig, RedundancyConfig
+from r2sft.collect.shards import ShardStore, save_dataset_atomically
+from r2sft.decoding import DecoderConfig
 from r2sft.hub import check_hub_access
+from r2sft.io import atomic_write_text
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.records import check_record
+from r2sft.sandbox import isolation_report
 from r2sft.scoring import (
     InvalidPromptError,
     PromptItem,
@@ -43,6 +45,7 @@ from r2sft.scoring import (
     model_max_length,
     prepare_prompts,
 )
+from r2sft.specs import ModelLoadError, load_model
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -100,16 +103,17 @@ def decode_candidates(
     task: Task,
     items: list[PromptItem],
     config: CollectConfig,
-    redundancy_config: RedundancyConfig,
+    plan: CollectPlan,
 ) -> list[dict[str, Any]]:
-    """K scored candidate records for each of ``items`` (in prompt, then k order).
+    """K scored candidate records for each of ``items`` (in prompt, then k order), decoded
+    with ``plan``'s decoders (``config``: seeds and batch size).
 
     Rows sharing a decoder (one group per decoder-mix entry) go through the scoring path
     together, ``batch_size`` sequences per forward batch.
     """
     groups: dict[str, list[tuple[int, int]]] = defaultdict(list)  # decoder json -> (item, k)
     decoders: dict[str, DecoderConfig] = {}
-    for k, (_, decoder) in enumerate(config.candidate_decoders()):
+    for k, (_, decoder) in enumerate(plan.candidates):
         key = decoder.to_json()
         decoders[key] = decoder
         groups[key].extend((item_index, k) for item_index in range(len(items)))
@@ -118,7 +122,7 @@ def decode_candidates(
         seeds = [candidate_seed(config.seed, items[i].example.id, k) for i, k in rows]
         scored = decode_and_score(
             model, spec, tokenizer, task, [items[i] for i, _ in rows], decoders[key], seeds,
-            config.batch_size, redundancy_config,
+            config.batch_size, plan.redundancy,
         )  # fmt: skip
         for (item_index, k), seed, decoded in zip(rows, seeds, scored, strict=True):
             item = items[item_index]
@@ -148,6 +152,7 @@ def merge_outputs(
     store: ShardStore,
     items: list[PromptItem],
     config: CollectConfig,
+    plan: CollectPlan,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Merge shards into ``candidates/`` and ``selected/``; write summary.json and README.md."""
@@ -164,7 +169,7 @@ def merge_outputs(
     # Statistics need only the scalar columns; the datasets keep everything.
     light = table.select(["prompt_id", "candidate", "correct", "r_s", "r_t", "r_total",
                           "r_total_per_token", "nfe", "seed", "decoder"]).to_pylist()  # fmt: skip
-    labels = {decoder.to_json(): label for label, decoder in config.candidate_decoders()}
+    labels = plan.labels()
     for position, record in enumerate(light):
         record["_row"] = position
         record["decoder"] = labels.get(record["decoder"], record["decoder"])
@@ -173,10 +178,9 @@ def merge_outputs(
     summary.update(extra)
     summary["selection"] = config.selection
     summary["config"] = config.to_dict()
-    summary["decoder"] = json.loads(config.base_decoder().to_json())
-    summary["decoders"] = {label: json.loads(decoder.to_json())
-                           for label, decoder in config.candidate_decoders()}  # fmt: skip
-    summary["redundancy"] = config.redundancy_config().to_dict()
+    summary["decoder"] = json.loads(plan.base.to_json())
+    summary["decoders"] = plan.decoders()
+    summary["redundancy"] = plan.redundancy.to_dict()
 
     candidates = Dataset(table)
     selected = candidates.select([record["_row"] for record in selection.selected])
@@ -194,9 +198,8 @@ def merge_outputs(
 
 def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     """Run (or resume) a collection; returns the summary on the main process, else None."""
-    from r2sft.specs import ModelLoadError, load_model
-
     start = time.monotonic()
+    plan = config.plan()  # resolved at parse time: the decoders every shard and the merge use
     accelerator = _accelerator(config)
     task = config.make_task()
     examples = task.load(config.split, limit=config.num_prompts)
@@ -231,10 +234,9 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
     items, invalid = prepare_prompts(
-        task, examples, tokenizer, config.base_decoder().gen_length, model_max_length(model),
+        task, examples, tokenizer, plan.base.gen_length, model_max_length(model),
         config.max_prompt_tokens, config.skip_invalid,
     )  # fmt: skip
-    redundancy_config = config.redundancy_config()
 
     accelerator.wait_for_everyone()  # the main process has prepared the output directory
     done = store.finished_prompt_ids()
@@ -259,7 +261,7 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
     correct_so_far = seen_so_far = 0
     for offset in range(0, len(mine), per_shard):
         chunk = mine[offset : offset + per_shard]
-        records = decode_candidates(model, spec, tokenizer, task, chunk, config, redundancy_config)
+        records = decode_candidates(model, spec, tokenizer, task, chunk, config, plan)
         store.write_shard(records, f"p{chunk[0].index:08d}-r{accelerator.process_index}")
         seen_so_far += len(records)
         correct_so_far += sum(record["correct"] for record in records)
@@ -282,7 +284,5 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
         "wall_seconds": time.monotonic() - start,  # up to the merge (load + decode + score)
     }
     if task.runs_code:
-        from r2sft.tasks.sandbox import isolation_report
-
         extra["sandbox"] = isolation_report()
-    return merge_outputs(store, items, config, extra)
+    return merge_outputs(store, items, config, plan, extra)

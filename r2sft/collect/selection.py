@@ -5,14 +5,11 @@ Pure functions on candidate records (dicts with at least ``prompt_id``, ``correc
 of the decoder-mix entry that made it): no model, no files, so they are tested on hand-built
 candidates.
 
-Selection policies (``collect.py --selection``), each a sort key among a prompt's correct
-candidates, ties broken by the next keys and finally the seed:
-
-- ``r_total`` (the paper's): the lowest total redundancy, then fewer forwards;
-- ``nfe``: the fewest forwards, then the lowest R_total;
-- ``r_total_per_token``: the lowest R_total per answer token, then fewer forwards;
-- ``random_correct``: any correct candidate (the lowest seed: seeds are hashes, so this is
-  a uniform, reproducible draw), the control that says whether selecting helps at all.
+Selection policies (``collect.py --selection``) are the entries of :data:`POLICIES`: a sort
+key among a prompt's correct candidates (ties broken by the next keys and finally the seed)
+and the words ``--help`` and the dataset card use for it. ``r_total`` is the paper's;
+``random_correct`` keeps the lowest seed (seeds are hashes, so this is a uniform,
+reproducible draw): the control that says whether selecting helps at all.
 """
 
 from __future__ import annotations
@@ -25,25 +22,78 @@ from typing import Any
 Record = dict[str, Any]
 
 
-SELECTION_KEYS: dict[str, Callable[[Record], tuple]] = {
-    "r_total": lambda r: (float(r["r_total"]), int(r["nfe"]), int(r["seed"])),
-    "nfe": lambda r: (int(r["nfe"]), float(r["r_total"]), int(r["seed"])),
-    "r_total_per_token": lambda r: (
-        float(r["r_total_per_token"]),
-        int(r["nfe"]),
-        int(r["seed"]),
-    ),  # fmt: skip
-    "random_correct": lambda r: (int(r["seed"]),),
-}
-SELECTION_POLICIES = tuple(SELECTION_KEYS)
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """A way to keep one correct candidate per prompt.
+
+    Attributes:
+        name: the ``--selection`` value.
+        key: sort key of a record among a prompt's correct candidates (lower is better); it
+            ends with the seed, so the choice never depends on arrival order.
+        description: which candidate it keeps, in words (``--help`` and the dataset card).
+    """
+
+    name: str
+    key: Callable[[Record], tuple]
+    description: str
+
+    def __post_init__(self) -> None:
+        if not (self.name and self.description and callable(self.key)):
+            raise ValueError(
+                f"selection policy {self.name!r} needs a name, a key and a description."
+            )
+
+
+POLICIES: dict[str, SelectionPolicy] = {}
+
+
+def register_policy(policy: SelectionPolicy) -> SelectionPolicy:
+    """Add ``policy`` to :data:`POLICIES` (a name registered twice is an error)."""
+    if policy.name in POLICIES:
+        raise ValueError(f"selection policy {policy.name!r} is registered twice")
+    POLICIES[policy.name] = policy
+    return policy
+
+
+register_policy(SelectionPolicy(
+    "r_total",
+    lambda r: (float(r["r_total"]), int(r["nfe"]), int(r["seed"])),
+    "the lowest R_total (ties: fewer forwards, then lower seed)",
+))  # fmt: skip
+register_policy(SelectionPolicy(
+    "nfe",
+    lambda r: (int(r["nfe"]), float(r["r_total"]), int(r["seed"])),
+    "the fewest forwards (ties: lower R_total, then lower seed)",
+))  # fmt: skip
+register_policy(SelectionPolicy(
+    "r_total_per_token",
+    lambda r: (float(r["r_total_per_token"]), int(r["nfe"]), int(r["seed"])),
+    "the lowest R_total per answer token (ties: fewer forwards)",
+))  # fmt: skip
+register_policy(SelectionPolicy(
+    "random_correct",
+    lambda r: (int(r["seed"]),),
+    "a random one (the control of the selection ablation)",
+))  # fmt: skip
+SELECTION_POLICIES = tuple(POLICIES)
+
+
+def get_policy(name: str) -> SelectionPolicy:
+    """The registered policy ``name`` (a clear error naming the valid ones)."""
+    if name not in POLICIES:
+        raise ValueError(f"selection {name!r} is unknown; choose one of {tuple(POLICIES)}.")
+    return POLICIES[name]
+
+
+def policy_help() -> str:
+    """``--selection``'s help: every registered policy and what it keeps."""
+    return "; ".join(f"{name}: {policy.description}" for name, policy in POLICIES.items())
 
 
 def policy_key(policy: str) -> Callable[[Record], tuple]:
     """The sort key of ``policy`` (lower is better); the seed breaks the last tie so the
     choice never depends on arrival order."""
-    if policy not in SELECTION_KEYS:
-        raise ValueError(f"selection {policy!r} is unknown; choose one of {SELECTION_POLICIES}.")
-    return SELECTION_KEYS[policy]
+    return get_policy(policy).key
 
 
 def selection_key(record: Record, policy: str = "r_total") -> tuple:

@@ -28,33 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from r2sft.io import TEMP_PREFIX, atomic_file, atomic_write_text, fsync_dir
 from r2sft.records import SCHEMA
 
-_TEMP_PREFIX = ".tmp-"
 # The setting naming the model (CollectConfig.model): a path or Hub id as the user spelled it.
 _MODEL_SETTING = "model"
 
 
 class IncompatibleRunError(ValueError):
     """The output directory holds a collection made with different settings."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never a part."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    with temp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def describe_model_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -159,7 +141,7 @@ class ShardStore:
         """
         resuming = self.check_compatible(settings, model, prompts)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.shard_dir.glob(f"{_TEMP_PREFIX}*"):
+        for leftover in self.shard_dir.glob(f"{TEMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)  # a write interrupted by a crash
         known = json.loads(self.manifest.read_text()).get("prompts", {}) if resuming else {}
         manifest = {"settings": settings, "model": model, "prompts": {**known, **(prompts or {})}}
@@ -171,7 +153,7 @@ class ShardStore:
         if not self.shard_dir.exists():
             return []
         paths = self.shard_dir.glob("*.parquet")
-        return sorted(path for path in paths if not path.name.startswith(_TEMP_PREFIX))
+        return sorted(path for path in paths if not path.name.startswith(TEMP_PREFIX))
 
     def finished_prompt_ids(self) -> set[str]:
         """Prompts already collected (only the id column of each shard is read)."""
@@ -186,13 +168,9 @@ class ShardStore:
             raise ValueError("write_shard got no records")
         table = pa.Table.from_pylist(list(records), schema=SCHEMA)
         final = self.shard_dir / f"{name}-{uuid.uuid4().hex[:8]}.parquet"
-        temp = self.shard_dir / f"{_TEMP_PREFIX}{final.name}"
-        with temp.open("wb") as handle:
+        with atomic_file(final, "wb", temp_name=f"{TEMP_PREFIX}{final.name}") as handle:
             pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-        _fsync_dir(self.shard_dir)
+        fsync_dir(self.shard_dir)
         return final
 
     def read_candidates(self, prompt_ids: Sequence[str] | None = None) -> pa.Table:
@@ -220,7 +198,7 @@ class ShardStore:
 
 def save_dataset_atomically(dataset: Any, path: Path) -> None:
     """``dataset.save_to_disk`` into a temporary folder, then swap it into ``path``."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}")
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}")
     if temp.exists():
         shutil.rmtree(temp)
     # An empty set gets one (empty) shard: with none, datasets cannot load it back.

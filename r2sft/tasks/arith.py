@@ -212,6 +212,7 @@ class ArithTask(GSM8KTask):
     """The embedded arithmetic word-problem task: GSM8K's format and answer checking, files
     under ``data/arith``, a 64-token canvas in blocks of 16 (answers are short)."""
 
+    description = "the embedded arithmetic word problems (data/arith)"
     default_path = EMBEDDED_TASK_DIR
     id_prefix = "arith"
     instruction = ""  # the embedded model was pretrained on the bare question

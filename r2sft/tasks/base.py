@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from r2sft.paths import EMBEDDED_TASK
-
 
 @dataclass(frozen=True)
 class Example:
@@ -64,12 +62,14 @@ class TaskOptions:
 class Task(ABC):
     """A source of prompts plus a correctness function.
 
-    Class attributes a task may set: ``default_path`` (its data when no path is given),
-    ``gen_length`` / ``block_length`` (the canvas its answers need, when it differs from the
-    decoder preset's) and ``runs_code`` (scores by running model code in the sandbox).
+    Class attributes: ``description`` (a few words for ``--help``; required), and those a
+    task may set: ``default_path`` (its data when no path is given), ``gen_length`` /
+    ``block_length`` (the canvas its answers need, when it differs from the decoder preset's)
+    and ``runs_code`` (scores by running model code in the sandbox).
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     default_path: ClassVar[Path | None] = None
     gen_length: ClassVar[int | None] = None
     block_length: ClassVar[int | None] = None
@@ -103,11 +103,21 @@ T = TypeVar("T", bound=type[Task])
 
 
 def register_task(name: str) -> Callable[[T], T]:
-    """Class decorator adding a task to the registry under ``name``."""
+    """Class decorator adding a task to the registry under ``name``; an incomplete task (not
+    a :class:`Task`, abstract methods left, no ``description``) is an error here, at import."""
 
     def wrap(cls: T) -> T:
         if name in _TASKS:
             raise ValueError(f"task {name!r} is registered twice")
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"task {name!r}: {cls!r} is not a subclass of r2sft.tasks.Task")
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise TypeError(f"task {name!r} ({cls.__name__}) does not implement {missing}")
+        if not cls.description:
+            raise ValueError(
+                f"task {name!r} ({cls.__name__}) needs a description (a few words for --help)"
+            )
         cls.name = name
         _TASKS[name] = cls
         return cls
@@ -120,68 +130,15 @@ def available_tasks() -> list[str]:
 
 
 def task_class(name: str) -> Callable[..., Task]:
-    """The registered class of task ``name`` (to inspect which options it accepts)."""
-    import r2sft.tasks  # noqa: F401  (imports every built-in task so it registers)
-
+    """The registered class of task ``name`` (to inspect which options it accepts). The
+    built-in tasks are registered by then: importing this module runs ``r2sft/tasks/__init__``,
+    which imports every task module, first."""
     if name not in _TASKS:
         raise ValueError(
             f"unknown task {name!r}; available tasks: {', '.join(available_tasks())}. "
             "Set --task to one of them, or register a new one with r2sft.tasks.register_task."
         )
     return _TASKS[name]
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass
-class TaskArgs:
-    """The task options of a config or command line (collect, evaluate, training's
-    tracking, the benches inherit these fields): which task, its data and its options."""
-
-    task: str = field(
-        default=EMBEDDED_TASK,
-        metadata=_help("task name (r2sft.tasks): arith, gsm8k, math, humaneval, mbpp."),
-    )
-    data_path: str | None = field(
-        default=None,
-        metadata=_help("the task's data: a JSONL file or a folder of {split}.jsonl (None: the "
-                       "task's default, or its Hub data set)."),
-    )  # fmt: skip
-    skip_invalid: bool = field(
-        default=False,
-        metadata=_help("skip (and count) malformed, empty or too long prompts instead of failing."),
-    )
-    sandbox_timeout_s: float = field(
-        default=TaskOptions.sandbox_timeout_s, metadata=_help("code tasks: time limit per test.")
-    )
-    sandbox_memory_mb: int = field(
-        default=TaskOptions.sandbox_memory_mb, metadata=_help("code tasks: memory limit per test.")
-    )
-    scoring_workers: int | None = field(
-        default=None, metadata=_help("code tasks: parallel sandboxes (None: CPU count).")
-    )
-
-    def __post_init__(self) -> None:
-        self.check_task_args()
-
-    def check_task_args(self) -> None:
-        """Validate the options now (at parse time, before any work)."""
-        self.task_options()
-
-    def task_options(self) -> TaskOptions:
-        return TaskOptions(
-            path=self.data_path,
-            skip_invalid=self.skip_invalid,
-            sandbox_timeout_s=self.sandbox_timeout_s,
-            sandbox_memory_mb=self.sandbox_memory_mb,
-            scoring_workers=self.scoring_workers,
-        )
-
-    def make_task(self) -> Task:
-        """The configured task (a clear error for an unknown name or a bad option)."""
-        return task_class(self.task)(self.task_options())
 
 
 def get_task(name: str, **options: Any) -> Task:

@@ -3,7 +3,7 @@
 Both read a local JSONL / ``.jsonl.gz`` file (or a folder holding ``{split}.jsonl[.gz]`` or
 a single data file) in the data set's own format, or the data set's Hub name when online.
 A response is judged by extracting its code and joining it to the prompt's code
-(:mod:`r2sft.tasks.extraction`), then running it in :mod:`r2sft.tasks.sandbox`: the
+(:mod:`r2sft.tasks.extraction`), then running it in :mod:`r2sft.sandbox`: the
 solution in an unprivileged worker, the task's tests (with the prompt's or the setup's own
 code as their context) in the harness, calling the solution's functions. It passes iff
 every test returns within the time limit; how the process ends does not count.
@@ -14,11 +14,11 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
+from r2sft.sandbox import CodeCheck, SandboxLimits, run_many
 from r2sft.tasks.base import Example, Task, register_task
 from r2sft.tasks.extraction import build_solution, called_names, parseable_head
 from r2sft.tasks.extraction import extract_code as extract_code  # re-exported
 from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject_record
-from r2sft.tasks.sandbox import CodeCheck, SandboxLimits, run_many
 
 
 class _CodeTask(Task):
@@ -63,6 +63,7 @@ class HumanEvalTask(_CodeTask):
     """HumanEval: complete a function from its signature and docstring (164 problems, split
     "test"). Fields: task_id, prompt, test, entry_point."""
 
+    description = "Python functions from their docstrings, tests run in the sandbox"
     hub_name = "openai/openai_humaneval"
     required_fields = ("task_id", "prompt", "test", "entry_point")
 
@@ -102,6 +103,7 @@ class MBPPTask(_CodeTask):
     validation, test, prompt). Fields: task_id, text (or prompt, as in the sanitized set),
     test_list; optional test_setup_code, test_imports."""
 
+    description = "Python functions from one-line descriptions, asserts run in the sandbox"
     hub_name = "google-research-datasets/mbpp"
     required_fields = ("task_id", "test_list")
 

@@ -167,6 +167,7 @@ class GSM8KTask(Task):
     ``#### N``) set ``default_path``, ``id_prefix``, ``instruction`` and ``splits``.
     """
 
+    description = "grade-school math word problems (local JSONL or openai/gsm8k)"
     hub_name: ClassVar[str] = "openai/gsm8k"
     hub_config: ClassVar[str] = "main"
     id_prefix: ClassVar[str] = "gsm8k"

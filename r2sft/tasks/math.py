@@ -61,6 +61,7 @@ def answers_equivalent(reference: str, response: str) -> bool:
 class MathTask(Task):
     """Competition math (MATH / MATH-500 format) with math-verify answer checking."""
 
+    description = "competition math, answers checked by math-verify (MATH-500)"
     hub_name = "HuggingFaceH4/MATH-500"
 
     def load(self, split: str = "test", limit: int | None = None) -> list[Example]:

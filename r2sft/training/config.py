@@ -21,6 +21,7 @@ from transformers import TrainingArguments
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_COLLECT_DIR, DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR
 from r2sft.tasks import TaskArgs
+from r2sft.training.registry import OBJECTIVES, get_objective, objective_help, objective_options
 
 
 def _help(text: str) -> dict[str, str]:
@@ -28,7 +29,9 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
+class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs, *objective_options()):
+    # Each objective's own options (llada_eps, trajectory_*, cf_*) are declared on its
+    # registry entry (r2sft.training.registry) and inherited here.
     # ------------------------------------------------------------------ model and data
     model: str = field(
         default=str(EMBEDDED_MODEL_DIR),
@@ -74,7 +77,7 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
     # ------------------------------------------------------------------ objective
     objective: str = field(
         default="trajectory",
-        metadata=_help("llada | trajectory (replay the step map) | certainty_forcing (dParallel)."),
+        metadata=_help(objective_help()),
     )
     loss_normalisation: Literal["sample", "token"] = field(
         default="sample",
@@ -90,33 +93,12 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
             "the fill is still masked (no length leak) but carries no loss."
         ),
     )
-    llada_eps: float = field(default=1e-3, metadata=_help("llada: t ~ U(eps, 1)."))
-    trajectory_shrink: int = field(
-        default=1, metadata=_help("trajectory: consecutive decode steps merged per training step.")
-    )
-    trajectory_targets: Literal["step", "block"] = field(
-        default="block",
-        metadata=_help(
-            "trajectory: step (the tokens committed at the replayed step, TraceRL) | block "
-            "(every still-masked token of the block being decoded: fewer forwards per block)."
-        ),
-    )
-    trajectory_entropy_weight: float = field(
-        default=3.0,
-        metadata=_help("trajectory: weight of certainty forcing's entropy term (0: CE only)."),
-    )
     train_block_length: int | None = field(
         default=None,
         metadata=_help(
             "Block structure of the training targets: trajectory block targets and certainty "
             "forcing's blocks (None: the collect decoder's block length)."
         ),
-    )
-    cf_mask_ratio: float = field(
-        default=0.5, metadata=_help("certainty_forcing: share of the block masked in view A.")
-    )
-    cf_entropy_weight: float = field(
-        default=2.0, metadata=_help("certainty_forcing: weight of the entropy term (dParallel: 2).")
     )
     entropy_temperature: float = field(
         default=0.5,
@@ -187,8 +169,6 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1),
             ("save_steps", self.save_steps > 0),
-            ("trajectory_shrink", self.trajectory_shrink >= 1),
-            ("trajectory_entropy_weight", self.trajectory_entropy_weight >= 0),
             ("eval_limit", self.eval_limit >= 0),
             ("lora_r", self.lora_r >= 1),
             ("train_block_length", self.train_block_length is None or self.train_block_length >= 1),
@@ -197,15 +177,9 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs):
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"--{name}={getattr(self, name)!r} is out of range (see --help).")
-        from r2sft.training.trainer import OBJECTIVE_STEPS  # the objective registry
-
-        if self.objective not in OBJECTIVE_STEPS:
-            raise ValueError(
-                f"--objective {self.objective!r} is unknown; choose one of "
-                f"{', '.join(OBJECTIVE_STEPS)}."
-            )
-        if not 0.0 < self.cf_mask_ratio < 1.0:
-            raise ValueError(f"--cf_mask_ratio={self.cf_mask_ratio} must be in (0, 1).")
+        get_objective(self.objective)  # a clear error for an unknown name
+        for entry in OBJECTIVES.values():  # every objective's options, as one config holds them
+            entry.check_options(self)
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id REPO (the token: HF_TOKEN).")
         if self.max_steps <= 0:

@@ -15,8 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from r2sft.decoding.presets import PRESET_FILE
+from r2sft.decoding.presets import PRESET_FILE, model_preset, write_preset
+from r2sft.hub import hub_upload, require_token
+from r2sft.specs import load_model
 from r2sft.training.config import TrainConfig
+from r2sft.training.registry import get_objective
 from r2sft.training.tracking import TRACKED_KEYS, read_metrics
 
 FINAL_DIR = "final"
@@ -44,8 +47,6 @@ def save_final(trainer: Any, config: TrainConfig, tokenizer: Any) -> Path:
 def copy_decoder_preset(base_model: str, final: Path) -> Path | None:
     """The base model's decoder preset (``r2sft_decoding.json``), written into ``final``
     so the fine-tuned model decodes with it by default and carries it to the Hub."""
-    from r2sft.decoding.presets import model_preset, write_preset
-
     preset = model_preset(base_model)
     return write_preset(final, preset) if preset is not None else None
 
@@ -77,8 +78,6 @@ def _without_zero3_loading() -> Iterator[None]:
 def merge_adapter(config: TrainConfig, adapter_dir: Path, out_dir: Path) -> None:
     """Base model + adapter -> merged weights in ``out_dir`` (CPU, the base dtype)."""
     from peft import PeftModel
-
-    from r2sft.specs import load_model
 
     with _without_zero3_loading():
         base = load_model(config.model, dtype="auto", trust_remote_code=config.trust_remote_code)
@@ -123,18 +122,7 @@ def model_card(
     rows = "\n".join(
         f"| {key} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |" for key in TRACKED_KEYS
     )
-    objective = {
-        "llada": f"LLaDA SFT (t ~ U({config.llada_eps}, 1), CE / t on masked answer tokens)",
-        "trajectory": (
-            f"trajectory replay of the selected decodes' step maps (shrink "
-            f"{config.trajectory_shrink}, {config.trajectory_targets} targets, entropy weight "
-            f"{config.trajectory_entropy_weight})"
-        ),
-        "certainty_forcing": (
-            f"certainty forcing (dParallel; block {config.train_block_length}, entropy weight "
-            f"{config.cf_entropy_weight}, temperature {config.entropy_temperature})"
-        ),
-    }[config.objective]
+    objective = get_objective(config.objective).describe(config)
     decoding = "The model ships no decoder preset: it decodes with the official R² values."
     preset_file = config.output_path / FINAL_DIR / PRESET_FILE
     if preset_file.is_file():
@@ -228,8 +216,6 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
             upload failed (offline, token refused); the message says how to upload later.
     """
     from huggingface_hub import HfApi
-
-    from r2sft.hub import hub_upload, require_token
 
     require_token(repo_id)
     later = f"The model is saved in {folder}; upload it later with `hf upload {repo_id} {folder}`."

@@ -19,8 +19,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from r2sft.collect.shards import atomic_write_text
 from r2sft.hub import check_hub_access
+from r2sft.io import atomic_write_text
+from r2sft.specs import apply_lora, load_model
 from r2sft.training.config import TrainConfig, resume_fingerprint
 from r2sft.training.data import (
     TrajectoryCollator,
@@ -243,8 +244,6 @@ def collected_canvas(config: TrainConfig, dataset: Any) -> dict[str, int]:
 
 def build_model(config: TrainConfig) -> Any:
     """Load the base model (r2sft.specs) and wrap it in LoRA when configured."""
-    from r2sft.specs import apply_lora, load_model
-
     loaded = load_model(
         config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code
     )

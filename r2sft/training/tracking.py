@@ -3,7 +3,7 @@
 At the start of training (the base model, step 0) and at every checkpoint save (the Trainer
 always saves the last step too), :class:`CheckpointTracker` decodes ``eval_limit`` held-out
 prompts with the tracking decoder (the R² sampler by default) through
-``r2sft.evaluate.evaluate`` and records
+``r2sft.scoring.evaluate`` and records
 
 - ``checkpoint-N/r2sft_metrics.json``: the metrics of that checkpoint;
 - the trainer's logs (TensorBoard / W&B via ``report_to``) under ``track/``;
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from r2sft.io import atomic_write_text  # a kill never leaves half a file
+from r2sft.scoring import evaluate
 from r2sft.specs import LoadedModel
 
 TRACKED_KEYS = ("loss", "accuracy", "mean_nfe", "mean_r_total", "tokens_per_forward")
@@ -37,8 +39,6 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(output_dir: str | Path, records: list[dict[str, Any]]) -> None:
-    from r2sft.collect.shards import atomic_write_text  # a kill never leaves half a file
-
     path = Path(output_dir) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
@@ -135,8 +135,6 @@ class CheckpointTracker(TrainerCallback):
 
     def decode_metrics(self) -> dict[str, Any] | None:
         """Decode the held-out prompts with the current weights; None on non-main processes."""
-        from r2sft.evaluate import evaluate
-
         trainer = self.trainer
         accelerator = trainer.accelerator
         model = trainer.model
@@ -176,15 +174,13 @@ class CheckpointTracker(TrainerCallback):
                 record[key] = value
         missing = [k for k in TRACKED_KEYS[1:] if k not in record]
         if missing:
-            raise KeyError(f"r2sft.evaluate.evaluate returned no {missing}; got {sorted(metrics)}")
+            raise KeyError(f"r2sft.scoring.evaluate returned no {missing}; got {sorted(metrics)}")
         records = [r for r in read_metrics(self.output_dir) if r["step"] != record["step"]]
         records.append(record)
         records.sort(key=lambda r: r["step"])
         write_metrics(self.output_dir, records)
         plot_metrics(records, self.output_dir / PLOT_FILE)
         if checkpoint_dir is not None and checkpoint_dir.is_dir():
-            from r2sft.collect.shards import atomic_write_text
-
             # Written last: its presence says the checkpoint's tracking is complete.
             atomic_write_text(
                 checkpoint_dir / CHECKPOINT_METRICS_FILE, json.dumps(record, indent=2)

@@ -1,7 +1,7 @@
 """The code sandbox's first process: isolation, the solution in a separate worker, the tests
 here, and the verdict on a pipe only this process holds.
 
-Started by :mod:`r2sft.tasks.sandbox` as ``python -I -S -B sandbox_harness.py VERDICT_FD
+Started by :mod:`r2sft.sandbox.runner` as ``python -I -S -B harness.py VERDICT_FD
 MOUNTPOINT`` (inside ``unshare`` when namespaces are available). Standard library only: the
 project is not importable inside the sandbox. Written by hand because no pip-installable
 library gives a namespace sandbox (bubblewrap, nsjail and firejail are system packages).

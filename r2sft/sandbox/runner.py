@@ -1,7 +1,7 @@
 """Run untrusted, model-written code against its tests in a sandbox (code-task scoring).
 
-A run is one ``python -I -S -B sandbox_harness.py`` process (see
-:mod:`r2sft.tasks.sandbox_harness` for the sequence). The verdict comes from the tests,
+A run is one ``python -I -S -B harness.py`` process (see
+:mod:`r2sft.sandbox.harness` for the sequence). The verdict comes from the tests,
 not from an exit status: the harness runs the solution in a separate, unprivileged worker
 process, runs the tests itself, calling the solution's functions through a pipe that only
 carries plain values, and writes a per-run random token to a pipe only it holds when every
@@ -58,9 +58,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r2sft.tasks.sandbox_harness import frame
+from r2sft.sandbox.harness import frame
 
-HARNESS = Path(__file__).with_name("sandbox_harness.py")
+# The harness runs as a script (stdlib only: r2sft is not importable inside the sandbox).
+HARNESS = Path(__file__).with_name("harness.py")
 _UID_BASE = 0x7F000000  # per-run uids: far above any real account's
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Isolation:
     """How runs are isolated on this machine, as established by a probe run."""
 
     prefix: tuple[str, ...]  # the unshare command, () without namespaces
-    plan: str  # how the worker drops privileges (see sandbox_harness.plan_user)
+    plan: str  # how the worker drops privileges (see harness.plan_user)
     established: dict[str, str]  # what the harness set up; every run must match it
     refused: tuple[str, ...] = field(default=())  # why stronger setups were not used
 
