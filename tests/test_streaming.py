@@ -4,6 +4,8 @@ threshold, per row and batched, in every cache mode, for LLaDA and Dream."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +210,33 @@ def test_compiled_dual_step_decodes_the_same_tokens_as_eager(caplog):
     assert "--cache prefix decodes eagerly" in caplog.text
     assert torch.equal(prefix.tokens, generate(model, Spec(), PROMPTS,
                                                r2_config(cache="prefix")).tokens)  # fmt: skip
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "streaming_dllm" / "fixture.json"
+
+
+def test_pruned_threshold_decoding_matches_the_streaming_dllm_sampler():
+    """The Streaming-dLLM LLaDA sampler (their code, prefix cache, batch 1, greedy, their
+    early exit off) on the embedded model, 48 test prompts: r2sft with the same settings
+    gives the same tokens, NFE and step maps, decoding all prompts as one batch
+    (tests/fixtures/streaming_dllm/README.md)."""
+    from r2sft.paths import EMBEDDED_MODEL_DIR
+    from r2sft.specs import load_model
+
+    fixture = json.loads(FIXTURE.read_text())
+    loaded = load_model(str(EMBEDDED_MODEL_DIR), dtype="float32", device="cpu")
+    assert loaded.spec.mask_token_id == fixture["mask_token_id"]
+    prompts = [prompt["prompt_ids"] for prompt in fixture["prompts"]]
+    assert len(prompts) >= 40
+    for name, reference in fixture["configs"].items():
+        config = decoder_config(
+            "threshold", gen_length=reference["gen_length"],
+            block_length=reference["block_length"], threshold=reference["threshold"],
+            threshold_alpha=reference["alpha"], suffix_window=reference["window"],
+            suffix_tail=reference["tail"], cache="prefix", cache_refresh=0, early_exit=False,
+        )  # fmt: skip
+        result = generate(loaded.model, loaded.spec, prompts, config)
+        for row, expected in enumerate(reference["rows"]):
+            assert result.tokens[row].tolist() == expected["tokens"], (name, row)
+            assert int(result.nfe[row]) == expected["nfe"], (name, row)
+            assert result.step_map[row].tolist() == expected["step_map"], (name, row)
