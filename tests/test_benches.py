@@ -1,9 +1,11 @@
-"""bench/bench_cache.py and bench/bench_scale.py run end to end at tiny shapes on a CPU."""
+"""The benches (bench_cache, bench_scale) run end to end at tiny shapes on a CPU; their
+parsing, FLOP counting and forward timing are checked on hand-built inputs."""
 
 import importlib.util
 import sys
 
 import pytest
+import torch
 
 from r2sft.paths import REPO_ROOT
 
@@ -45,14 +47,134 @@ def test_bench_cache_reports_every_mode_and_batch_size(tmp_path):
     assert 0.0 <= report["token_agreement_dual_vs_none"] <= 1.0
 
 
-def test_bench_scale_tiny_decodes_and_takes_a_lora_step_on_cpu():
+def test_decode_mode_sets_the_cache_and_any_decoder_field():
+    bench = load_bench("bench_cache")
+    schedule = {"gen_length": 32, "block_length": 8, "steps": 16}
+    plain = bench.decode_mode("dual", schedule)
+    assert (plain.cache, plain.cache_refresh, plain.policy, plain.steps) == ("dual", 0, "fixed", 16)
+    assert bench.decode_mode("dual:4", schedule).cache_refresh == 4
+    custom = bench.decode_mode("prefix+cache_refresh=2+temperature=0.5+early_exit=true", schedule)
+    assert (custom.cache, custom.cache_refresh, custom.temperature) == ("prefix", 2, 0.5)
+    assert custom.early_exit is True and custom.record_trace is False
+
+
+@pytest.mark.parametrize(
+    ("label", "named"),
+    [
+        ("dual+suffix_windw=32", "suffix_windw"),  # unknown field, named with the valid ones
+        ("dual+threshold=2", "confidence"),  # out of range
+        ("dual+temperature=hot", "temperature"),  # wrong type
+        ("duel", "'cache' has value 'duel'"),
+        ("dual+compile", "FIELD=VALUE"),
+        ("dual:x", "dual:x"),
+    ],
+)
+def test_decode_mode_rejects_a_bad_label_naming_it(label, named):
+    bench = load_bench("bench_cache")
+    with pytest.raises(ValueError, match="decode mode") as error:
+        bench.decode_mode(label, {"gen_length": 32, "block_length": 8, "steps": 16})
+    assert named in str(error.value)
+
+
+def test_bench_scale_fails_on_a_bad_mode_before_building_anything(monkeypatch):
+    bench = load_bench("bench_scale")
+    monkeypatch.setattr(bench, "build_random_model", lambda *a: pytest.fail("model was built"))
+    with pytest.raises(ValueError, match="unknown config key 'not_a_field'"):
+        bench.main(["--tiny", "--device", "cpu", "--modes", "dual,dual+not_a_field=1"])
+
+
+def test_forward_shape_counts_the_matrices_of_a_real_block():
+    bench = load_bench("bench_scale")
+    config = bench.LLaDAConfig(**bench.TINY_SHAPE)
+    shape = bench.ForwardShape.of(config)
+    model = bench.build_random_model(config, "cpu", torch.float32)
+    block = model.model.transformer.blocks[0]
+    assert shape.block_linear_params == sum(p.numel() for p in block.parameters() if p.dim() == 2)
+    assert shape.head_params == 64 * 512
+    # 2 rows x 2 layers x (2 x 10 x 40960 linear + 4 x 10 x 12 x 64 attention) + 2 x 2 x 3 x 32768
+    assert shape.forward_flops(2, 10, 12, 3) == 2 * 2 * (819200 + 30720) + 2 * 2 * 3 * 32768
+
+
+class _Model:
+    """Stands in for a model: records calls, has the attributes the sampler reads."""
+
+    supports_decode_cache = True
+    config = "the config"
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, input_ids, kv_cache=None, output_positions=None, attention_mask=None):
+        self.seen.append(None if kv_cache is None else kv_cache.mode)
+        return "logits"
+
+
+def test_forward_timer_classifies_times_and_counts_each_call():
+    from types import SimpleNamespace
+
+    bench = load_bench("bench_scale")
+    shape = bench.ForwardShape(n_layers=1, d_model=2, block_linear_params=10, head_params=100)
+    model = _Model()
+    timer = bench.ForwardTimer(model, shape, "cpu")
+    assert timer.supports_decode_cache and timer.config == "the config"
+    ids = torch.zeros((3, 20), dtype=torch.long)
+    head = torch.zeros((3, 4), dtype=torch.long)
+    assert timer(input_ids=ids, output_positions=head) == "logits"  # no cache: full
+    timer(input_ids=ids, kv_cache=SimpleNamespace(mode="fill"), output_positions=head)
+    timer(input_ids=ids[:, :4], kv_cache=SimpleNamespace(mode="dual"), output_positions=head)
+    assert model.seen == [None, "fill", "dual"]
+    summary = timer.summary(seconds=10.0, ceiling_tflops=1e-12)  # 1 FLOP/s
+    assert (summary["full_forwards"], summary["cached_forwards"]) == (2, 1)
+    full = 3 * (2 * 20 * 10 + 4 * 20 * 20 * 2 + 2 * 4 * 100)
+    cached = 3 * (2 * 4 * 10 + 4 * 4 * 20 * 2 + 2 * 4 * 100)  # attends to the 20 filled
+    assert summary["tflop"] * 1e12 == pytest.approx(2 * full + cached)
+    assert summary["roofline_fraction"] == pytest.approx((2 * full + cached) / 10.0)
+    assert 0 < summary["block_opening_share"] <= summary["forward_share"] < 1
+    late = bench.ForwardTimer(model, shape, "cpu", deadline=0.0)
+    with pytest.raises(bench.DecodeBudgetExceeded):
+        late(input_ids=ids)
+
+
+def test_bench_scale_tiny_decodes_compares_with_llama_and_times_lora_steps_on_cpu():
     bench = load_bench("bench_scale")
     report = bench.main(["--tiny", "--device", "cpu"])
     assert report["shape"]["n_layers"] == 2 and report["device"] == "cpu"
-    modes = {(row["cache"], row["batch_size"]) for row in report["decode"]}
-    assert modes == {(mode, size) for mode in ("none", "dual") for size in (1, 2)}
-    assert all(row["mean_nfe"] == 8 for row in report["decode"])
+    assert report["ceiling"]["matmul_tflops"] > 0
+    rows = {(row["mode"], row["batch_size"]): row for row in report["decode"]}
+    assert set(rows) == {(mode, size) for mode in ("none", "dual", "dual:4") for size in (1, 2)}
+    for (mode, _), row in rows.items():
+        assert row["mean_nfe"] == 16 and row["runs"] == 1 and row["tokens_per_s"] > 0
+        assert 0 < row["block_opening_share"] <= row["forward_share"]
+        assert row["roofline_fraction"] > 0
+        # 4 blocks of 8, 4 forwards each (2 commits per forward): none runs all 16 in
+        # full; dual fills once per block; dual:4 refills after 4 commits, every 2nd forward.
+        full = {"none": 16, "dual": 4, "dual:4": 8}[mode]
+        assert (row["full_forwards"], row["cached_forwards"]) == (full, 16 - full)
+    parity = report["forward_parity"]
+    assert parity["positions"] == 24 + 32 and parity["head_positions"] == 8
+    for table in ("r2sft_full_ms", "llama_full_ms", "llama_step_cached_ms", "full_floor_ms"):
+        assert set(parity[table]) == {"1", "2"} and all(v > 0 for v in parity[table].values())
+    assert parity["full_ratio_r2sft_vs_llama"]["2"] == pytest.approx(
+        parity["r2sft_full_ms"]["2"] / parity["llama_full_ms"]["2"]
+    )
     step = report["lora_step"]
     assert step["trainable_parameters"] > 0 and step["loss"] > 0
     assert step["activation_checkpointing"]
+    assert step["timed_steps"] == len(step["step_seconds"]) == 3 and step["warmup_steps"] == 2
+    assert step["tokens_per_s"] == pytest.approx(2 * 32 / step["seconds"])
+    assert 0 < step["fraction_of_ceiling"]
     assert step["peak_memory_gib"] is None  # measured on GPUs only
+
+
+def test_bench_scale_stops_a_row_over_its_budget_and_skips_past_the_deadline(capsys):
+    bench = load_bench("bench_scale")
+    args = ["--tiny", "--device", "cpu", "--parity", "false", "--modes", "none",
+            "--batch_sizes", "2", "--repeats", "3"]  # fmt: skip
+    report = bench.main([*args, "--row_budget_s", "0.000001"])
+    (row,) = report["decode"]
+    assert "over the time budget" in row["aborted"]["aborted"] and "tokens_per_s" not in row
+    assert "forward_parity" not in report and "lora_step" in report
+    assert "decode none B=2 repeat 1" in capsys.readouterr().err  # a progress line per decode
+    late = bench.main([*args, "--deadline_s", "0"])
+    assert all(late[name] == {"skipped": "deadline reached before this section"}
+               for name in ("ceiling", "decode", "lora_step"))  # fmt: skip
