@@ -2,6 +2,7 @@
 parsing, FLOP counting and forward timing are checked on hand-built inputs."""
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -178,3 +179,71 @@ def test_bench_scale_stops_a_row_over_its_budget_and_skips_past_the_deadline(cap
     late = bench.main([*args, "--deadline_s", "0"])
     assert all(late[name] == {"skipped": "deadline reached before this section"}
                for name in ("ceiling", "decode", "lora_step"))  # fmt: skip
+
+
+def test_gpu_check_tiny_runs_every_section_on_cpu_into_one_json(tmp_path, monkeypatch):
+    gpu_check = load_bench("gpu_check")
+    monkeypatch.setattr(gpu_check, "deepspeed_installed", lambda: False)  # its run: the GPU's
+    output = tmp_path / "gpu_check.json"
+    gpu_check.main(["--tiny", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["gpu_check"]["sections"] == {
+        "versions": "ok", "ceilings": "ok", "bench_scale": "ok", "embedded_cuda_vs_cpu": "ok",
+        "startup": "ok", "lora_train_bf16": "ok", "deepspeed_zero2": "skipped",
+    }  # fmt: skip
+    assert report["deepspeed_zero2"]["note"] == "not installed (pip install deepspeed)"
+    assert report["versions"]["packages"]["torch"] == torch.__version__
+    ceilings = report["ceilings"]
+    assert ceilings["matmul_tflops"] > 0 and ceilings["copy_gbps_read_plus_write"] > 0
+    scale = report["bench_scale"]
+    assert scale["failed_parts"] == [] and scale["lora_step"]["timed_steps"] == 3
+    assert {row["batch_size"] for row in scale["decode"]} == {1, 2}
+    assert set(scale["forward_parity"]["full_ratio_r2sft_vs_llama"]) == {"1", "2"}
+    compared = report["embedded_cuda_vs_cpu"]
+    for name in ("evaluate", "collect", "train"):
+        assert compared[name]["cuda"] == {"skipped": "--tiny runs on the CPU only"}
+        assert compared[name]["cpu"]["returncode"] == 0
+    assert 0 <= compared["evaluate"]["cpu"]["accuracy"] <= 1
+    assert compared["collect"]["cpu"]["candidates"] == 4 * 4
+    assert len(compared["train"]["cpu"]["losses"]) == 2
+    timeline = report["startup"]["collect"]
+    launcher, collect = timeline["imports_per_process"]  # accelerate launch, then collect.py
+    assert "accelerate" in launcher["packages_s"] and "r2sft" in collect["packages_s"]
+    assert 0 < timeline["collect_started_s"] < timeline["summary_printed_s"] < timeline["exit_s"]
+    trained = report["lora_train_bf16"]
+    assert trained["returncode"] == 0 and trained["bf16"] is False and trained["final_exported"]
+    assert trained["trainer_steps_per_s"] > 0 and not trained["nccl_destroy_warning"]
+
+
+def test_gpu_check_skips_past_its_deadline_and_names_missing_packages(tmp_path, monkeypatch):
+    gpu_check = load_bench("gpu_check")
+    output = tmp_path / "gpu_check.json"
+    report = gpu_check.main(["--tiny", "--deadline_s", "0", "--output", str(output)])
+    assert set(report["gpu_check"]["sections"].values()) == {"skipped"}
+    assert report["bench_scale"]["note"] == "the global deadline was reached first"
+    written = json.loads(output.read_text())
+    assert written["gpu_check"]["sections"] == report["gpu_check"]["sections"]
+    with pytest.raises(ValueError, match="unknown \\['bench'\\]"):
+        gpu_check.main(["--tiny", "--sections", "bench"])
+    monkeypatch.setitem(gpu_check.PACKAGES, "no-such-package-r2sft", "the test")
+    check = gpu_check.Check(gpu_check.GpuCheckArgs(tiny=True))
+    check.work.rmdir()  # made for the run's outputs, unused here
+    versions = gpu_check.versions(check, 1.0)
+    assert versions["packages"]["no-such-package-r2sft"] is None
+    assert versions["missing"] == {"no-such-package-r2sft": "not installed: the test needs it "
+                                   "(pip install no-such-package-r2sft)"}  # fmt: skip
+
+
+def test_import_times_split_per_interpreter():
+    gpu_check = load_bench("gpu_check")
+    header = "import time: self [us] | cumulative | imported package"
+    lines = [
+        header, "import time:       100 |       2000 | torch",
+        "import time:        50 |        500 |   torch._C", "some other output",
+        header, "import time:        10 |       3000 | r2sft", "import time: 5 | 1000 |   torch",
+        "import time:        10 |        400 | json",
+    ]  # fmt: skip
+    first, second = gpu_check.import_times(lines)
+    assert first == {"total_s": pytest.approx(0.002), "packages_s": {"torch": 0.002}}
+    assert second == {"total_s": pytest.approx(0.0034),
+                      "packages_s": {"r2sft": 0.003, "torch": 0.001}}  # fmt: skip
