@@ -572,6 +572,16 @@ def _section(report: dict[str, Any], name: str, progress: Progress,
 def run(args: BenchScaleArgs) -> dict[str, Any]:
     args.resolve()
     args.decode_configs()  # a bad --modes entry fails here, before any work
+    threads = torch.get_num_threads()
+    if args.tiny:  # tiny ops gain nothing from threads, and a busy CPU makes them wait
+        torch.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: BenchScaleArgs) -> dict[str, Any]:
     progress = Progress(args.deadline_s)
     device = default_device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))

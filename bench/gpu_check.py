@@ -318,7 +318,7 @@ def _evaluate(check: Check, device: str, timeout: float) -> dict[str, Any]:
     output = check.work / f"evaluate_{device}.json"
     argv = [sys.executable, "-m", "r2sft.evaluate", "--decoder", "r2", "--progress", "false",
             "--limit", str(check.sizes.eval_limit), "--output", str(output)]  # fmt: skip
-    result = check.command(argv, timeout, _device_env(device), f"evaluate on {device}")
+    result = check.command(argv, timeout, _device_env(check, device), f"evaluate on {device}")
     if result["returncode"] != 0:
         raise _failed(result, f"r2sft.evaluate on {device}")
     metrics = json.loads(output.read_text())
@@ -332,7 +332,7 @@ def _collect(check: Check, device: str, timeout: float) -> dict[str, Any]:
     folder = check.work / f"collect_{device}"
     argv = [*check.launch(), "collect.py", "--num_prompts", str(check.sizes.collect_prompts),
             "--output_dir", str(folder)]  # fmt: skip
-    env = {**_device_env(device), "PYTHONPROFILEIMPORTTIME": "1"}
+    env = {**_device_env(check, device), "PYTHONPROFILEIMPORTTIME": "1"}
     result = check.command(argv, timeout, env, f"collect on {device}")
     imports = import_times([line for _, line in result["lines"]])
     result["lines"] = [(t, line) for t, line in result["lines"]
@@ -403,7 +403,7 @@ def _train(check: Check, device: str, timeout: float) -> dict[str, Any]:
             str(folder), "--max_steps", str(steps), "--save_steps", str(steps),
             "--logging_steps", "1", "--eval_limit", str(check.sizes.train_eval_limit),
             "--eval_before_training", "false", "--report_to", "none"]  # fmt: skip
-    result = check.command(argv, timeout, _device_env(device), f"train on {device}")
+    result = check.command(argv, timeout, _device_env(check, device), f"train on {device}")
     if result["returncode"] != 0:
         raise _failed(result, f"train.py on {device}")
     figures = _train_figures(folder, steps, result)
@@ -428,8 +428,11 @@ def _train_figures(folder: Path, steps: int, result: dict[str, Any]) -> dict[str
             **_brief(result)}  # fmt: skip
 
 
-def _device_env(device: str) -> dict[str, str]:
-    return {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+def _device_env(check: Check, device: str) -> dict[str, str]:
+    env = {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+    if check.tiny:  # tiny models gain nothing from threads, and a busy CPU makes them wait
+        env["OMP_NUM_THREADS"] = "1"
+    return env
 
 
 # Figures that must agree between the devices. Collect's sampled candidates draw their
@@ -512,7 +515,7 @@ def _short_training(check: Check, budget: float, launch: list[str], name: str) -
             "--lora", "true", "--bf16", str(check.cuda).lower(), "--max_steps", str(steps),
             "--save_steps", str(steps), "--logging_steps", "1", "--eval_limit", "0",
             "--report_to", "none"]  # fmt: skip
-    result = check.command(argv, budget, label=name)
+    result = check.command(argv, budget, _device_env(check, check.device), name)
     if result["returncode"] != 0:
         raise _failed(result, name)
     figures = {"bf16": check.cuda, **_train_figures(folder, steps, result)}

@@ -181,6 +181,7 @@ def test_bench_scale_stops_a_row_over_its_budget_and_skips_past_the_deadline(cap
                for name in ("ceiling", "decode", "lora_step"))  # fmt: skip
 
 
+@pytest.mark.slow  # about a minute: six interpreters start (evaluate, collect, train...)
 def test_gpu_check_tiny_runs_every_section_on_cpu_into_one_json(tmp_path, monkeypatch):
     gpu_check = load_bench("gpu_check")
     monkeypatch.setattr(gpu_check, "deepspeed_installed", lambda: False)  # its run: the GPU's
