@@ -541,15 +541,41 @@ def deepspeed_zero2(check: Check, budget: float) -> dict[str, Any]:
                            "deepspeed_zero2")  # fmt: skip
 
 
-SECTIONS: dict[str, Callable[[Check, float], dict[str, Any]]] = {
-    "versions": versions,
-    "ceilings": ceilings_section,
-    "bench_scale": bench_scale_section,
-    "embedded_cuda_vs_cpu": cuda_vs_cpu,
-    "startup": startup,
-    "lora_train_bf16": lora_train_bf16,
-    "deepspeed_zero2": deepspeed_zero2,
+# Each section: what it runs, and the packages it cannot run without (a missing one makes
+# it an error that names the package before anything starts).
+_PIPELINE = ("datasets", "math-verify", "accelerate")  # the arith task checks with math-verify
+SECTIONS: dict[str, tuple[Callable[[Check, float], dict[str, Any]], tuple[str, ...]]] = {
+    "versions": (versions, ()),
+    "ceilings": (ceilings_section, ()),
+    "bench_scale": (bench_scale_section, ("transformers", "peft")),
+    "embedded_cuda_vs_cpu": (cuda_vs_cpu, _PIPELINE),
+    "startup": (startup, ()),
+    "lora_train_bf16": (lora_train_bf16, (*_PIPELINE, "peft")),
+    "deepspeed_zero2": (deepspeed_zero2, (*_PIPELINE, "peft")),
 }
+
+
+def missing_packages(names: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def _section_body(check: Check, name: str) -> Callable[[float], dict[str, Any]]:
+    body, requires = SECTIONS[name]
+
+    def run_body(budget: float) -> dict[str, Any]:
+        missing = missing_packages(requires)
+        if missing:
+            raise ModuleNotFoundError(f"{name} needs {', '.join(missing)}, not installed here "
+                                      f"(pip install {' '.join(missing)})")  # fmt: skip
+        return body(check, budget)
+
+    return run_body
 
 
 def run(args: GpuCheckArgs) -> dict[str, Any]:
@@ -560,11 +586,17 @@ def run(args: GpuCheckArgs) -> dict[str, Any]:
         unknown = sorted(set(item.strip() for item in args.sections.split(",")) - set(SECTIONS))
         if unknown:
             raise ValueError(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.modes:  # a bad mode fails now, not minutes into the check
+        from bench_scale import BenchScaleArgs
+
+        modes = BenchScaleArgs(tiny=args.tiny, modes=args.modes)
+        modes.resolve()
+        modes.decode_configs()
     check = Check(args)
     check.log(f"device {check.device}, deadline {check.left():.0f} s, work folder {check.work}")
     try:
-        for name, body in SECTIONS.items():
-            check.run_section(name, lambda budget, body=body: body(check, budget))
+        for name in SECTIONS:
+            check.run_section(name, _section_body(check, name))
     finally:
         check.write()
         if not args.keep:

@@ -226,6 +226,15 @@ def test_gpu_check_skips_past_its_deadline_and_names_missing_packages(tmp_path, 
     assert written["gpu_check"]["sections"] == report["gpu_check"]["sections"]
     with pytest.raises(ValueError, match="unknown \\['bench'\\]"):
         gpu_check.main(["--tiny", "--sections", "bench"])
+    with pytest.raises(ValueError, match="decode mode 'dual\\+nope=1'"):
+        gpu_check.main(["--tiny", "--modes", "dual,dual+nope=1"])
+    monkeypatch.setitem(gpu_check.SECTIONS, "startup",
+                        (gpu_check.startup, ("no-such-package-r2sft",)))  # fmt: skip
+    needing = gpu_check.main(["--tiny", "--sections", "startup"])
+    assert needing["startup"]["status"] == "error"
+    assert needing["startup"]["error"] == ("ModuleNotFoundError: startup needs no-such-package-"
+                                           "r2sft, not installed here (pip install no-such-"
+                                           "package-r2sft)")  # fmt: skip
     monkeypatch.setitem(gpu_check.PACKAGES, "no-such-package-r2sft", "the test")
     check = gpu_check.Check(gpu_check.GpuCheckArgs(tiny=True))
     check.work.rmdir()  # made for the run's outputs, unused here
