@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from r2sft.decoding import decoder_config, generate
+from r2sft.decoding import DecoderConfig, decoder_config, generate
 from r2sft.modeling import LLaDAConfig, LLaDAModelLM
 from r2sft.specs import default_device, resolve_spec
 
@@ -43,8 +43,9 @@ class BenchCacheArgs:
     cache: str = field(
         default="none,prefix,dual",
         metadata={
-            "help": "cache modes to time, each mode or mode:cache_refresh (dual:16); a "
-            "bare mode never refreshes (the plain Fast-dLLM cache)"
+            "help": "decode modes to time, comma-separated, each CACHE[:REFRESH][+FIELD=VALUE"
+            "...] (dual, dual:16, dual+cache_refresh=8); a bare mode never refreshes (the "
+            "plain Fast-dLLM cache)"
         },
     )
     batch_sizes: str = "1,16"
@@ -103,6 +104,42 @@ def random_prompts(count: int, mean_length: int, vocab: int, seed: int) -> list[
     return [torch.randint(4, vocab, (int(n),), generator=generator).tolist() for n in lengths]
 
 
+def decode_mode(label: str, schedule: dict[str, int]) -> DecoderConfig:
+    """The fixed-schedule decoder a mode label names: ``CACHE[:REFRESH][+FIELD=VALUE...]``.
+
+    ``CACHE`` is a cache mode (none / prefix / dual / auto); a bare mode never refreshes (the
+    plain Fast-dLLM cache), ``:N`` sets ``cache_refresh`` N; each ``+FIELD=VALUE`` sets any
+    other :class:`DecoderConfig` field (the value read as YAML: ``true``, ``32``, ``null``),
+    so a decoder option added later needs no bench change: ``dual+cache_refresh=8``.
+
+    Raises:
+        ValueError: naming the label and the unknown field (with the valid ones) or the bad
+            value, before anything is decoded.
+    """
+    import yaml
+
+    from r2sft.config import check_config_values
+
+    head, *assignments = label.split("+")
+    mode, _, refresh = head.partition(":")
+    values: dict[str, Any] = {"cache": mode, "cache_refresh": 0}
+    try:
+        if refresh:
+            values["cache_refresh"] = int(refresh)
+        for assignment in assignments:
+            name, equals, text = assignment.partition("=")
+            if not equals or not name:
+                raise ValueError(f"{assignment!r} is not FIELD=VALUE")
+            values[name.strip()] = yaml.safe_load(text)
+        check_config_values(values, (DecoderConfig,), source="DecoderConfig")
+        return decoder_config("fixed", **{**schedule, **values, "record_trace": False})
+    except (ValueError, yaml.YAMLError) as error:
+        raise ValueError(
+            f"decode mode {label!r}: {error} (a mode is CACHE[:REFRESH][+FIELD=VALUE...], e.g. "
+            "dual, dual:16, none, dual+cache_refresh=8)"
+        ) from None
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -119,15 +156,11 @@ def time_decodes(
     device: str,
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], torch.Tensor]]:
     """Decode ``prompts[:size]`` per cache mode and batch size, ``repeats`` times with the
-    modes interleaved; the fastest run of each is kept. A mode is ``none`` / ``prefix`` /
-    ``dual``, refilled only at block starts, or ``mode:N`` with ``cache_refresh`` N. The
+    modes interleaved; the fastest run of each is kept. A mode is a :func:`decode_mode` label
+    (``none``, ``dual``, ``dual:16``, ``dual+FIELD=VALUE``). The
     fixed policy's ``schedule`` (gen_length, block_length, steps) scripts the commits: random
     weights have no meaningful confidences. Returns the result rows and each variant's tokens."""
-    configs = {}
-    for label in modes:
-        mode, _, refresh = label.partition(":")
-        configs[label] = decoder_config("fixed", cache=mode, cache_refresh=int(refresh or 0),
-                                        record_trace=False, **schedule)  # fmt: skip
+    configs = {label: decode_mode(label, schedule) for label in modes}
     block = schedule["block_length"]
     warm = decoder_config("fixed", gen_length=block, block_length=block, steps=2,
                           record_trace=False)  # fmt: skip
@@ -167,10 +200,12 @@ def run(args: BenchCacheArgs) -> dict[str, Any]:
     device = default_device(args.device)
     modes = args.cache.split(",")
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    model = build_model(args, device)
-    prompts = random_prompts(max(sizes), args.prompt_length, args.vocab_size, args.seed)
     schedule = {"gen_length": args.gen_length, "block_length": args.block_length,
                 "steps": args.steps}  # fmt: skip
+    for mode in modes:  # a bad mode fails before the model is built
+        decode_mode(mode, schedule)
+    model = build_model(args, device)
+    prompts = random_prompts(max(sizes), args.prompt_length, args.vocab_size, args.seed)
     spec = resolve_spec(model.config)
     rows, tokens = time_decodes(model, spec, prompts, modes, sizes, schedule, args.repeats, device)
     best = {(row["cache"], row["batch_size"]): row for row in rows}

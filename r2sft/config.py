@@ -13,9 +13,11 @@ field metadata); this module only adds the YAML layer and the error messages.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import difflib
+import gc
 import os
 import sys
 import types
@@ -168,21 +170,38 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "R2SFT_DEBUG"
 
 
+def end_process_group() -> None:
+    """Destroy torch.distributed's default process group if this process initialised one
+    (``accelerate launch`` on several processes, DeepSpeed): without it NCCL warns at exit
+    that ``destroy_process_group() was not called`` and may leak its resources."""
+    distributed = sys.modules.get("torch.distributed")  # never imported: no group to end
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> Any:
     """Run an entry script's ``main(argv)``; a failure becomes one ``error: ...`` line on
     stderr and exit status 1, unless ``--debug`` is on the command line or ``R2SFT_DEBUG=1``
-    is set, which show the full traceback instead."""
+    is set, which show the full traceback instead. Either way the process group ends with
+    ``main`` (:func:`end_process_group`), and the exit skips the interpreter's last garbage
+    collection over every object torch and transformers made (``gc.freeze`` at exit: about
+    2 s of a short run on the 2-core machine, spent collecting what the exit frees anyway)."""
+    atexit.unregister(gc.freeze)  # once, however often run_main runs in this process
+    atexit.register(gc.freeze)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [item for item in argv if item != DEBUG_FLAG]
-    if debug:
-        return main(argv)
     try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as error:  # noqa: BLE001  (every failure gets the same clear line)
-        message = str(error) or type(error).__name__
-        print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
-        raise SystemExit(1) from None
+        if debug:
+            return main(argv)
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except Exception as error:  # noqa: BLE001  (every failure gets the same clear line)
+            message = str(error) or type(error).__name__
+            print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+    finally:
+        end_process_group()

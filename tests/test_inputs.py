@@ -123,6 +123,31 @@ def test_entry_scripts_print_one_error_line_or_the_traceback_with_debug(capsys) 
         run_main(failing, ["--debug"])
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_entry_scripts_end_the_process_group_they_ran_in(tmp_path, fails) -> None:
+    import torch.distributed as dist
+
+    def main(argv: list[str]) -> str:
+        assert dist.is_initialized()
+        if fails:
+            raise RuntimeError("a failing run ends its process group too")
+        return "done"
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        if fails:
+            with pytest.raises(SystemExit):
+                run_main(main, [])
+        else:
+            assert run_main(main, []) == "done"
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    run_main(lambda argv: None, [])  # no process group: nothing to end
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
