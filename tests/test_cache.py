@@ -397,3 +397,56 @@ def test_dream_gets_the_cache_through_the_shared_forward(mode):
         single = generate(model, spec, [prompt], config, seeds=[row])
         assert torch.equal(batched.tokens[row], single.tokens[0])
         assert batched.nfe[row] == single.nfe[0]
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_a_refill_span_keeps_the_cached_prefix_and_stores_the_rest(shifted):
+    """A refill from a column on attends to the cached columns before it and stores its own
+    keys and values: over a fresh cache it equals the full forward, and a dual span then reads
+    what it stored (a cache with those columns zeroed would not)."""
+    model = tiny_llada()
+    spec = Spec(shifted_logits=shifted)
+    ids, attention = padded_canvas()
+    blocks = torch.tensor([[13, 14, 15, 16], [13, 14, 15, 16], [17, 18, 19, 20]])
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = KVCache()
+    with torch.no_grad():
+        full = predict_logits(model, spec, ids, attention, blocks)
+        predict_logits(model, spec, ids, attention, blocks, CacheUse(cache, "fill"))
+        for layer in range(len(cache.keys)):  # forget what the refill must store
+            for row, start in enumerate((9, 9, 13)):
+                cache.keys[layer][row, :, start:] = 0
+                cache.values[layer][row, :, start:] = 0
+        use = CacheUse(cache, "refill", first_columns=[9, 9, 13])
+        refilled = predict_logits(model, spec, ids, attention, blocks, use,
+                                  position_ids=positions)  # fmt: skip
+        dual = predict_logits(model, spec, ids, None, blocks,
+                              CacheUse(cache, "dual", first_columns=[13, 13, 17]))  # fmt: skip
+    torch.testing.assert_close(refilled, full, rtol=0, atol=2e-5)
+    torch.testing.assert_close(dual, full, rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="refill takes them"):
+        predict_logits(model, spec, ids, attention, blocks, use)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_reuse_refills_block_openings_and_decodes_batch_independently(cache):
+    model = Recorder(tiny_llada(seed=2))
+    config = r2_config(cache=cache, cache_reuse=2)
+    batched = generate(model, Spec(), PROMPTS, config)
+    modes = [mode for _, _, mode in model.calls]
+    assert "refill" in modes
+    # Per row: the first block and every third opening fill, the other openings refill.
+    fills = sum(size for size, _, mode in model.calls if mode == "fill")
+    refills = sum(size for size, _, mode in model.calls if mode == "refill")
+    assert (fills, refills) == (len(PROMPTS) * 2, len(PROMPTS) * 2)
+    assert sum(size for size, _, _ in model.calls) == int(batched.nfe.sum())
+    for row, prompt in enumerate(PROMPTS):
+        single = generate(model, Spec(), [prompt], config, seeds=[row])
+        assert torch.equal(batched.tokens[row], single.tokens[0])
+        assert batched.nfe[row] == single.nfe[0]
+    pruned = generate(model, Spec(), PROMPTS, r2_config(cache=cache, cache_reuse=1,
+                                                        suffix_window=4))  # fmt: skip
+    assert (pruned.tokens != MASK).all()
+    off = generate(tiny_llada(seed=2), Spec(), PROMPTS, r2_config(cache=cache))
+    same = generate(tiny_llada(seed=2), Spec(), PROMPTS, r2_config(cache=cache, cache_reuse=0))
+    assert torch.equal(off.tokens, same.tokens)

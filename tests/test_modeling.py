@@ -367,3 +367,44 @@ def test_official_config_json_survives_a_save(folder, tmp_path):
     for key, value in original.items():
         if key not in version_keys:
             assert saved.get(key) == value, key
+
+
+def test_fused_elementwise_ops_equal_the_eager_ones_and_fall_back(monkeypatch, caplog):
+    """On half-precision GPU activations RMSNorm, RoPE and SwiGLU run through torch.compile;
+    here the compiled path is forced on the CPU: the same values (bf16 rounding), and a
+    compiler failure falls back to eager with one warning."""
+    from r2sft.modeling import layers
+
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    x, weight = rand(2, 5, 16), rand(16)
+    q, angles = rand(2, 3, 5, 8), torch.randn(2, 1, 5, 8, generator=generator)
+    calls = {
+        "rms_norm": (layers.rms_norm, (x, weight, None, 1e-5)),
+        "apply_rope": (layers.apply_rope, (q, angles.cos(), angles.sin())),
+        "swiglu": (layers.swiglu, (x, rand(2, 5, 16))),
+    }
+    eager = {name: fused.function(*args) for name, (fused, args) in calls.items()}
+    monkeypatch.setattr(layers.Fused, "device_types", frozenset({"cpu"}))
+    for name, (fused, args) in calls.items():
+        monkeypatch.setattr(fused, "compiled", None)
+        got = fused(*args)
+        assert fused.compiled is not None and not fused.failed, name
+        torch.testing.assert_close(got, eager[name], rtol=1e-2, atol=1e-2, msg=name)
+
+    def broken(function, **kwargs):
+        def run(*args):
+            raise RuntimeError("no compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fused, args = calls["swiglu"]
+    monkeypatch.setattr(fused, "compiled", None)
+    with caplog.at_level("WARNING"):
+        assert torch.equal(fused(*args), eager["swiglu"])
+    assert fused.failed and "fused swiglu: torch.compile failed" in caplog.text
+    monkeypatch.setattr(fused, "failed", False)

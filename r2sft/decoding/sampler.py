@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from r2sft.decoding.config import DecoderConfig
-from r2sft.decoding.forwards import Canvas, check_forward, make_forward
+from r2sft.decoding.forwards import Canvas, Running, check_forward, make_forward
 from r2sft.decoding.forwards.view import visible_mask_ratio
 from r2sft.decoding.rules import (
     ChainState,
@@ -255,9 +255,10 @@ class _BatchDecode:
         active = torch.tensor(self.running, device=self.device)
         blocks = self.block_index[active]
         columns = canvas.block_columns(blocks)
-        host_blocks = [self.host_block[row] for row in self.running]
-        full = [self.full[row] for row in self.running]
-        logits = self.forward.logits(active, columns, host_blocks, full)
+        logits = self.forward.logits(Running(
+            self.running, active, [self.host_block[row] for row in self.running], columns,
+            [self.full[row] for row in self.running],
+        ))  # fmt: skip
         cand, conf, logits = candidates(logits, config.temperature, self.generators,
                                         self.running, mask_id)  # fmt: skip
         current = canvas.ids[active[:, None], columns]

@@ -107,8 +107,10 @@ def predict_logits(
             return _align(model(**inputs).logits, None, shift)
         source = (positions - shift).clamp(min=0)
         return model(**inputs, output_positions=source).logits
-    if position_ids is not None:
-        raise ValueError("a cached span forward reads its RoPE positions from the cache")
+    refill = cache.mode == "refill"
+    if (position_ids is not None) != refill:
+        raise ValueError("a cached span forward reads its RoPE positions from the cache; a "
+                         "refill takes them (position_ids) with the padding mask")  # fmt: skip
     if positions is None or cache.first_columns is None:
         raise ValueError("a cached span forward needs positions and their first_columns")
     total, wanted = input_ids.shape[1], positions.shape[1]
@@ -116,9 +118,15 @@ def predict_logits(
     # the block's first position.
     starts = [max(int(column) - shift, 0) for column in cache.first_columns]
     length = wanted + shift if cache.mode == "dual" else total - min(starts)
-    step = cache.cache.span(cache.mode, starts, length, cache.rows)
     first = torch.tensor(starts, device=input_ids.device)[:, None]
     columns = first + torch.arange(length, device=input_ids.device)
-    span_ids = input_ids.gather(1, columns.clamp(max=total - 1))
+    inside = columns.clamp(max=total - 1)
+    refilled = {}
+    if refill:
+        real = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        refilled = {"position_ids": position_ids.gather(1, inside),
+                    "valid": real.gather(1, inside).bool() & (columns < total)}  # fmt: skip
+    step = cache.cache.span(cache.mode, starts, length, cache.rows, **refilled)
+    span_ids = input_ids.gather(1, inside)
     rows = (positions - shift).clamp(min=0) - first
     return model(input_ids=span_ids, kv_cache=step, output_positions=rows).logits

@@ -17,13 +17,74 @@ bidirectional cache per row (rows sit in different blocks) and attends to the re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class Fused:
+    """A small elementwise function run through ``torch.compile`` (one fused kernel) on
+    half-precision GPU tensors, and eagerly elsewhere.
+
+    Why: on bf16 activations the fp32 math that LLaDA and Dream do in RMSNorm and RoPE (and
+    SwiGLU's gate) costs one pass over the tensor per eager op; at LLaDA-8B's shape those
+    passes made the full forward 13% slower than transformers' Llama (H200, batch 32; docs/
+    results.md). Fused, each reads its inputs once. The math is the same; the compiled kernel
+    may round fp32 intermediates differently in the last bit. fp32 activations (CPU runs, the
+    embedded model on a GPU) stay on the eager path, bit for bit as before. A compile failure
+    logs one warning and falls back to eager; ``TORCH_COMPILE_DISABLE=1`` turns it off.
+    """
+
+    # Where fusing pays (a class attribute, so tests can exercise the compiled path on a CPU).
+    device_types: frozenset[str] = frozenset({"cuda"})
+
+    def __init__(self, function: Callable[..., torch.Tensor]) -> None:
+        self.function = function
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        self.failed = False
+        functools.update_wrapper(self, function)
+
+    def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        half = x.dtype in (torch.bfloat16, torch.float16)
+        if self.failed or not half or x.device.type not in self.device_types:
+            return self.function(x, *args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.function, dynamic=True)
+        try:
+            return self.compiled(x, *args)
+        except Exception as error:  # noqa: BLE001  (no working compiler: stay eager)
+            self.failed = True
+            logger.warning("fused %s: torch.compile failed (%s); running it eagerly",
+                           self.function.__name__, type(error).__name__)  # fmt: skip
+            return self.function(x, *args)
+
+
+@Fused
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """Normalise in fp32, cast back, then scale (and shift)."""
+    in_dtype = x.dtype
+    x = x.float()
+    x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(in_dtype)
+    if weight is None:
+        return x
+    x = weight * x
+    return x + bias if bias is not None else x
+
+
+@Fused
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The SwiGLU MLP's inner product ``silu(gate) * up``."""
+    return F.silu(gate) * up
 
 
 class RMSNorm(nn.Module):
@@ -37,13 +98,7 @@ class RMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(size)) if affine and bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = x.float()
-        x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(in_dtype)
-        if self.weight is None:
-            return x
-        x = self.weight * x
-        return x + self.bias if self.bias is not None else x
+        return rms_norm(x, self.weight, self.bias, self.eps)
 
 
 def rope_cos_sin(
@@ -61,6 +116,7 @@ def rope_cos_sin(
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+@Fused
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, L, D) queries or keys; math in the tables' dtype, result in x's dtype.
 
@@ -182,11 +238,11 @@ def block_forward(
     hidden_states = hidden_states + modules.dropout(modules.o_proj(attn))
 
     normed = modules.mlp_norm(hidden_states)
-    mlp = modules.down_proj(F.silu(modules.gate_proj(normed)) * modules.up_proj(normed))
+    mlp = modules.down_proj(swiglu(modules.gate_proj(normed), modules.up_proj(normed)))
     return hidden_states + modules.dropout(mlp)
 
 
-CacheStepMode = Literal["fill", "prefix", "dual"]
+CacheStepMode = Literal["fill", "prefix", "dual", "refill"]
 
 
 class KVCache:
@@ -242,10 +298,12 @@ class KVCache:
 
     def span(
         self,
-        mode: Literal["prefix", "dual"],
+        mode: Literal["prefix", "dual", "refill"],
         starts: Sequence[int],
         length: int,
         rows: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> CacheStep:
         """A forward of ``length`` columns per row, from column ``starts[r]`` on (host ints).
 
@@ -255,17 +313,40 @@ class KVCache:
         ``starts[r]`` and to the span's own keys (Fast-dLLM's prefix cache, which recomputes
         the block and everything after it); span columns past the canvas end are padding,
         masked out. The cached keys stay as filled either way.
+
+        ``"refill"``: attends like ``"prefix"``, then stores the span's keys and values, its
+        RoPE ``position_ids`` and ``valid`` (which span columns are real) in the cache: a
+        cheaper refill that keeps the cached columns before ``starts[r]`` (the cache widens
+        when the span reaches past it).
         """
         if not self.filled:
             raise ValueError("KVCache.span() needs a filled cache: run a fill step first")
-        if mode not in ("prefix", "dual"):
-            raise ValueError(f"KVCache.span mode {mode!r} must be prefix or dual")
+        if mode not in ("prefix", "dual", "refill"):
+            raise ValueError(f"KVCache.span mode {mode!r} must be prefix, dual or refill")
+        if mode == "refill" and (position_ids is None or valid is None):
+            raise ValueError("a refill span needs the position_ids and valid of its columns")
         if len(starts) != (self.key_mask.shape[0] if rows is None else len(rows)):
             raise ValueError(f"KVCache.span got {len(starts)} starts for its rows")
         device = self.key_mask.device
         columns = torch.tensor(starts, device=device)[:, None] + torch.arange(length, device=device)
         starts = tuple(int(start) for start in starts)
+        if mode == "refill":
+            self.widen(max(starts) + length)
+            self._store(self.key_mask, rows, columns, valid.bool())
+            self._store(self.position_ids, rows, columns, position_ids)
         return CacheStep(self, mode, rows, starts, length, columns=columns)
+
+    @staticmethod
+    def _store(target: torch.Tensor, rows: torch.Tensor | None, columns: torch.Tensor,
+               values: torch.Tensor) -> None:  # fmt: skip
+        """``target[rows[i], ..., columns[i, j]] = values[i, ..., j]`` along the last column
+        dimension (dim 1 for masks and positions, dim 2 for keys and values)."""
+        dim = 1 if target.dim() == 2 else 2
+        index = columns if dim == 1 else columns[:, None, :, None].expand_as(values)
+        if rows is None:
+            target.scatter_(dim, index, values)
+        else:
+            target[rows] = target[rows].scatter(dim, index, values)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only cache rows ``rows`` (in that order): rows that finished decoding leave."""
@@ -329,7 +410,8 @@ class CacheStep:
         positions = self._cached(cache.position_ids).gather(1, columns.clamp(max=total - 1))
         if self.mode == "dual":
             return positions, sdpa_padding_mask(key_mask)
-        # The span's own keys count where they are real columns of the cached canvas.
+        # The span's own keys count where they are real columns of the cached canvas (a refill
+        # stored its columns' positions and validity before this forward).
         inside = (columns < total) & key_mask.gather(1, columns.clamp(max=total - 1))
         prefix = max(self.starts)
         before = torch.arange(prefix, device=device) < columns[:, :1]
@@ -360,10 +442,12 @@ class CacheStep:
             # recomputed by every forward that reads them, so the cache may hold any values there.
             return cached_k.scatter_(2, index, k), cached_v.scatter_(2, index, v)
         prefix = max(self.starts)
-        return (
-            torch.cat([cached_k[:, :, :prefix], k], dim=2),
-            torch.cat([cached_v[:, :, :prefix], v], dim=2),
-        )
+        keys = torch.cat([cached_k[:, :, :prefix], k], dim=2)
+        values = torch.cat([cached_v[:, :, :prefix], v], dim=2)
+        if self.mode == "refill":
+            self.cache._store(cache.keys[layer], self.rows, self.columns, k)
+            self.cache._store(cache.values[layer], self.rows, self.columns, v)
+        return keys, values
 
 
 def forward_inputs(

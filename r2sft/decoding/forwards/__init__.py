@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from r2sft.decoding.forwards.base import Canvas, CanvasView, ForwardStrategy
+from r2sft.decoding.forwards.base import Canvas, CanvasView, ForwardStrategy, Running
 from r2sft.decoding.forwards.cached import CachedForward, DualCache, PrefixCache
 from r2sft.decoding.forwards.uncached import Uncached
 from r2sft.decoding.forwards.view import Pruning
@@ -54,6 +54,13 @@ class ForwardOptions:
         1, "suffix pruning: the canvas's last positions every forward still sees",
         check=at_least(0),
     )  # fmt: skip
+    cache_reuse: int = option(
+        0,
+        "with a cache, a block opening recomputes only from the block just committed on, "
+        "keeping the cached prompt and earlier blocks, for up to this many openings in a row, "
+        "then a full fill (0: every opening is a full forward)",
+        check=at_least(0),
+    )
     compile: bool = option(
         False,
         "compile the dual cache's in-block step with torch.compile (CUDA graphs on a GPU: "
@@ -113,6 +120,7 @@ __all__ = [
     "ForwardOptions",
     "ForwardStrategy",
     "Pruning",
+    "Running",
     "check_forward",
     "make_forward",
     "resolve_cache_mode",

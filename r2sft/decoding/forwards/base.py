@@ -62,6 +62,25 @@ class Canvas:
 
 
 @dataclass(frozen=True)
+class Running:
+    """The rows of one forward step: canvas row ids (host) and their index tensor, each row's
+    block (host) and its block's canvas columns (``[n, L]``), and whether the row's forward
+    is a full one (a block opening or a cache refresh)."""
+
+    ids: list[int]
+    index: torch.Tensor
+    blocks: list[int]
+    columns: torch.Tensor
+    full: list[bool]
+
+    def subset(self, positions: list[int]) -> Running:
+        at = torch.tensor(positions, device=self.index.device)
+        return Running([self.ids[i] for i in positions], self.index[at],
+                       [self.blocks[i] for i in positions], self.columns[at],
+                       [self.full[i] for i in positions])  # fmt: skip
+
+
+@dataclass(frozen=True)
 class CanvasView:
     """The columns one forward runs over, for some rows: the ids, padding mask and (for a
     pruned view) RoPE positions and the canvas column of each slot."""
@@ -109,11 +128,8 @@ class ForwardStrategy:
         return seen_after_block(block_index, canvas.block_length, canvas.gen_length,
                                 self.pruning)  # fmt: skip
 
-    def logits(self, rows: torch.Tensor, columns: torch.Tensor, blocks: Sequence[int],
-               full: Sequence[bool]) -> torch.Tensor:  # fmt: skip
-        """``[n, L, V]`` logits at ``columns`` (``[n, L]``, each row's block) of canvas rows
-        ``rows``, which sit in blocks ``blocks`` (host ints); ``full[i]``: row i's forward
-        refills what the strategy keeps."""
+    def logits(self, running: Running) -> torch.Tensor:
+        """``[n, L, V]`` logits at the block columns of the running rows."""
         raise NotImplementedError
 
     def after_step(self, rows: torch.Tensor, committed: torch.Tensor,

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from r2sft.decoding.forwards.base import Canvas, ForwardStrategy
+from r2sft.decoding.forwards.base import Canvas, ForwardStrategy, Running
 from r2sft.modeling.forward import CacheUse, predict_logits
 from r2sft.modeling.layers import KVCache
 
@@ -63,11 +62,15 @@ class CompiledStep:
 
 
 class CachedForward(ForwardStrategy):
-    """A KV cache over the running rows (cache row i = running row i), refreshed by policy.
+    """A KV cache over the running rows (cache row i = running row i), refilled by policy.
 
     ``cache_refresh``: refill a row's cache once that many of its block's tokens were
     committed since the last fill (0: at block starts only). The cached keys and values
     outside the recomputed span go stale as the block fills in.
+
+    ``cache_reuse``: a block opening recomputes only from the block just committed on,
+    against the cached prompt and earlier blocks (a "refill" that keeps them), for up to that
+    many openings in a row; then a full fill (0: every opening is a full fill).
     """
 
     span_mode: ClassVar[str]
@@ -76,41 +79,72 @@ class CachedForward(ForwardStrategy):
         super().__init__(model, spec, config, canvas)
         self.cache = KVCache()
         self.refresh_tokens = config.cache_refresh
+        self.reuse = config.cache_reuse
         self.since_fill = torch.zeros(canvas.ids.shape[0], dtype=torch.long,
                                       device=canvas.ids.device)  # fmt: skip
+        # Per canvas row (host): the block of its last fill or refill, and refills in a row.
+        self.filled_block: dict[int, int] = {}
+        self.refills: dict[int, int] = {}
         # Pruned views: the canvas column of each cache slot (None: slot c is column c).
         self.columns: torch.Tensor | None = None
         compiled = config.compile and self.span_mode == "dual"
         self.span_model = CompiledStep.of(model) if compiled else model
 
-    def logits(self, rows: torch.Tensor, columns: torch.Tensor, blocks: Sequence[int],
-               full: Sequence[bool]) -> torch.Tensor:  # fmt: skip
-        if all(full):
-            return self._fill(rows, columns, blocks, None)
-        if not any(full):
-            return self._span(rows, columns, blocks, None)
-        filled = [i for i, flag in enumerate(full) if flag]
-        spanned = [i for i, flag in enumerate(full) if not flag]
-        fill_at = torch.tensor(filled, device=rows.device)
-        span_at = torch.tensor(spanned, device=rows.device)
-        fill_logits = self._fill(rows[fill_at], columns[fill_at],
-                                 [blocks[i] for i in filled], fill_at)  # fmt: skip
-        span_logits = self._span(rows[span_at], columns[span_at], [blocks[i] for i in spanned],
-                                 span_at)  # fmt: skip
-        logits = fill_logits.new_empty((len(full), *fill_logits.shape[1:]))
-        logits[fill_at] = fill_logits
-        logits[span_at] = span_logits
+    def logits(self, running: Running) -> torch.Tensor:
+        kinds = [self._kind(row, block, full)
+                 for row, block, full in zip(running.ids, running.blocks, running.full,
+                                             strict=True)]  # fmt: skip
+        forwards = {"fill": self._fill, "refill": self._refill, "span": self._span}
+        if len(set(kinds)) == 1:
+            return forwards[kinds[0]](running, None)
+        logits = None
+        for kind, forward in forwards.items():
+            positions = [i for i, found in enumerate(kinds) if found == kind]
+            if positions:
+                cache_rows = torch.tensor(positions, device=running.index.device)
+                part = forward(running.subset(positions), cache_rows)
+                if logits is None:
+                    logits = part.new_empty((len(kinds), *part.shape[1:]))
+                logits[cache_rows] = part
         return logits
 
-    def _fill(self, rows: torch.Tensor, columns: torch.Tensor, blocks: Sequence[int],
-              cache_rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-        """A full forward of ``rows`` that (re)fills their cache rows (all when None)."""
-        view = self.view(rows, blocks)
+    def _kind(self, row: int, block: int, full: bool) -> str:
+        """fill, refill or span: what this row's forward does (and the bookkeeping of it)."""
+        if not full:
+            return "span"
+        opening = self.filled_block.get(row, block) != block
+        if opening and self.refills.get(row, 0) < self.reuse:
+            self.refills[row] = self.refills.get(row, 0) + 1
+            kind = "refill"
+        else:
+            self.refills[row] = 0
+            kind = "fill"
+        self.filled_block[row] = block
+        return kind
+
+    def _fill(self, running: Running, cache_rows: torch.Tensor | None) -> torch.Tensor:
+        """A full forward that (re)fills the rows' cache rows (all when None)."""
+        view = self.view(running.index, running.blocks)
         if view.columns is not None:
             self._remember_columns(view.columns, cache_rows)
         use = CacheUse(self.cache, "fill", rows=cache_rows)
-        return predict_logits(self.model, self.spec, view.ids, view.attention, columns, use,
-                              position_ids=view.position_ids)  # fmt: skip
+        return predict_logits(self.model, self.spec, view.ids, view.attention, running.columns,
+                              use, position_ids=view.position_ids)  # fmt: skip
+
+    def _refill(self, running: Running, cache_rows: torch.Tensor | None) -> torch.Tensor:
+        """A block opening that recomputes from the block just committed on and stores it,
+        keeping the cached columns before it."""
+        view = self.view(running.index, running.blocks)
+        if view.columns is not None:
+            self._remember_columns(view.columns, cache_rows)
+        positions = view.position_ids
+        if positions is None:
+            positions = self.canvas.positions[running.index]
+        canvas = self.canvas
+        first = [canvas.width + (block - 1) * canvas.block_length for block in running.blocks]
+        use = CacheUse(self.cache, "refill", rows=cache_rows, first_columns=first)
+        return predict_logits(self.model, self.spec, view.ids, view.attention, running.columns,
+                              use, position_ids=positions)  # fmt: skip
 
     def _remember_columns(self, columns: torch.Tensor, cache_rows: torch.Tensor | None) -> None:
         if cache_rows is None or self.columns is None:
@@ -120,18 +154,17 @@ class CachedForward(ForwardStrategy):
         self.columns = F.pad(self.columns, (0, width - self.columns.shape[1]))
         self.columns[cache_rows] = F.pad(columns, (0, width - columns.shape[1]))
 
-    def _span(self, rows: torch.Tensor, columns: torch.Tensor, blocks: Sequence[int],
-              cache_rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-        """A forward of ``rows`` that recomputes their span against their cache rows."""
-        ids = self.canvas.ids[rows]
+    def _span(self, running: Running, cache_rows: torch.Tensor | None) -> torch.Tensor:
+        """A forward that recomputes the rows' span against their cache rows."""
+        ids = self.canvas.ids[running.index]
         if self.columns is not None:
             slots = self.columns if cache_rows is None else self.columns[cache_rows]
             ids = ids.gather(1, slots)
         # Each block's first column as host ints: span shapes depend on it.
         canvas = self.canvas
-        first = [canvas.width + block * canvas.block_length for block in blocks]
+        first = [canvas.width + block * canvas.block_length for block in running.blocks]
         use = CacheUse(self.cache, self.span_mode, rows=cache_rows, first_columns=first)
-        return predict_logits(self.span_model, self.spec, ids, None, columns, use)
+        return predict_logits(self.span_model, self.spec, ids, None, running.columns, use)
 
     def after_step(self, rows: torch.Tensor, committed: torch.Tensor,
                    block_done: torch.Tensor) -> torch.Tensor:  # fmt: skip
