@@ -83,7 +83,9 @@ class GpuCheckArgs:
         default=None, metadata={"help": "seconds for the whole check (default 345; 480 tiny)"}
     )
     modes: str | None = field(
-        default=None, metadata={"help": "bench_scale's --modes (default: its own)"}
+        default=None,
+        metadata={"help": "bench_scale's --modes (default: GPU_MODES on a GPU; its own with "
+                          "--tiny)"},
     )
     sections: str | None = field(
         default=None, metadata={"help": "comma-separated sections to run (default: all)"}
@@ -104,8 +106,15 @@ class Sizes:
     row_budget_s: float
 
 
+# The decoders the GPU run times at batch 1 and 32 (random 8B-shaped weights, scripted
+# commits): the refresh the embedded model needs (the old default), the plain dual cache
+# (the default now), compiled, suffix-pruned with cheaper block openings, and all together.
+GPU_MODES = ("dual:16,dual,dual+compile=true,dual+suffix_window=32+cache_reuse=4,"
+             "dual+suffix_window=32+cache_reuse=4+compile=true")  # fmt: skip
+GPU_DECODE_BATCHES = "1,32"
+
 GPU_SIZES = Sizes(
-    budgets={"versions": 10, "ceilings": 15, "bench_scale": 150, "embedded_cuda_vs_cpu": 100,
+    budgets={"versions": 10, "ceilings": 15, "bench_scale": 200, "embedded_cuda_vs_cpu": 100,
              "startup": 5, "lora_train_bf16": 40, "deepspeed_zero2": 50},
     eval_limit=100, train_eval_limit=32, collect_prompts=64, train_steps=10, lora_steps=30,
     row_budget_s=30,
@@ -304,8 +313,10 @@ def bench_scale_section(check: Check, budget: float) -> dict[str, Any]:
             "--deadline_s", str(max(budget - 10, 1))]  # fmt: skip
     if check.tiny:
         argv += ["--tiny", "--device", "cpu"]
-    if check.args.modes:
-        argv += ["--modes", check.args.modes]
+    else:
+        argv += ["--batch_sizes", GPU_DECODE_BATCHES]
+    if check.args.modes or not check.tiny:
+        argv += ["--modes", check.args.modes or GPU_MODES]
     args = parse_config(bench_scale.BenchScaleArgs, args=argv)
     report = bench_scale.run(args)
     failed = [name for name in ("ceiling", "forward_parity", "decode", "lora_step")

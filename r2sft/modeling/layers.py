@@ -54,7 +54,8 @@ class Fused:
 
     def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         half = x.dtype in (torch.bfloat16, torch.float16)
-        if self.failed or not half or x.device.type not in self.device_types:
+        if (self.failed or not half or x.device.type not in self.device_types
+                or torch.compiler.is_compiling()):  # inside a compiled model: it fuses them
             return self.function(x, *args)
         if self.compiled is None:
             self.compiled = torch.compile(self.function, dynamic=True)
@@ -427,8 +428,10 @@ class CacheStep:
             if self.rows is None:
                 if len(cache.keys) != layer:
                     raise ValueError(f"KVCache fill: layer {layer} out of order")
-                cache.keys.append(k)
-                cache.values.append(v)
+                # Contiguous (rows, heads, columns, dim): one memory layout whatever the
+                # canvas length, so a compiled span step is not specialised to each one.
+                cache.keys.append(k.contiguous())
+                cache.values.append(v.contiguous())
             else:
                 cache.keys[layer][self.rows, :, : k.shape[2]] = k
                 cache.values[layer][self.rows, :, : v.shape[2]] = v

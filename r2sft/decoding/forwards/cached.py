@@ -35,7 +35,9 @@ class CompiledStep:
     def __init__(self, model: Any) -> None:
         on_gpu = next(model.parameters()).is_cuda
         # reduce-overhead adds CUDA graphs: one replay instead of hundreds of kernel launches.
-        self.compiled = torch.compile(model, mode="reduce-overhead" if on_gpu else None)
+        # dynamic: one graph for every batch size and cache width (rows leave, views grow).
+        self.compiled = torch.compile(model, mode="reduce-overhead" if on_gpu else None,
+                                      dynamic=True)
         self.model = model
         self.failed = False
 
@@ -50,7 +52,10 @@ class CompiledStep:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.failed:
             try:
-                return self.compiled(*args, **kwargs)
+                # No "duck" sizes: a batch as wide as the head count must not make a graph
+                # that assumes they stay equal (one recompile per coincidence otherwise).
+                with torch.fx.experimental._config.patch(use_duck_shape=False):
+                    return self.compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001  (any compiler failure: decode eagerly)
                 self.failed = True
                 logger.warning("--compile: torch.compile failed (%s: %s); decoding eagerly",
