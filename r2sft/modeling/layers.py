@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class Fused:
     """A small elementwise function run through ``torch.compile`` (one fused kernel) on
-    half-precision GPU tensors, and eagerly elsewhere.
+    half-precision GPU tensors without autograd (decoding), and eagerly elsewhere.
 
     Why: on bf16 activations the fp32 math that LLaDA and Dream do in RMSNorm and RoPE (and
     SwiGLU's gate) costs one pass over the tensor per eager op; at LLaDA-8B's shape those
@@ -55,6 +55,7 @@ class Fused:
     def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         half = x.dtype in (torch.bfloat16, torch.float16)
         if (self.failed or not half or x.device.type not in self.device_types
+                or torch.is_grad_enabled()  # decoding only: no compiled backward to go wrong
                 or torch.compiler.is_compiling()):  # inside a compiled model: it fuses them
             return self.function(x, *args)
         if self.compiled is None:
