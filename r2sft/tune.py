@@ -13,8 +13,12 @@ What it does: decode the split with threshold 0.9 (the official decoder: the acc
 keep), then search under a budget of decodes: a threshold sweep, a grid of the R² rules'
 thresholds (tau_s = tau_t, K) on top of threshold 0.9, then one-parameter refinements around
 the best R² setting found (threshold, tau_s and tau_t apart, K, window, token-cluster mode,
-temporal aggregation) until nothing improves or the budget is spent. Every setting decodes
-with early exit, which leaves responses unchanged. Per decoder (``threshold``, ``r2``) the
+temporal aggregation) until nothing improves or the budget is spent. Then, from each
+decoder's pick, a forward stage: Streaming-dLLM's mask-aware threshold (``threshold_alpha``),
+suffix pruning (the smallest ``suffix_window`` / ``suffix_tail`` that keeps the accuracy with
+at most 5% more forwards: a window makes every forward cheaper) and the KV cache's refresh
+(``cache_refresh``: kept only where it buys back accuracy, since each refresh is a forward).
+Every setting decodes with early exit, which leaves responses unchanged. Per decoder (``threshold``, ``r2``) the
 pick is the setting with the fewest mean forwards whose accuracy is at most
 ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed, and written
 with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write`` stores the picks
@@ -52,6 +56,15 @@ METRIC_KEYS = ("accuracy", "mean_nfe", "tokens_per_forward", "mean_r_total")
 THRESHOLDS = (0.95, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 R2_TAUS = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 R2_KS = (3, 2)
+# The forward stage, per pick: Streaming-dLLM's mask-aware threshold, suffix pruning (windows
+# in blocks, tails) and the KV cache's refresh (in tokens: share of a block).
+ALPHAS = (0.1, 0.3, 0.5)
+WINDOW_BLOCKS = (1, 2, 3, 4)
+TAILS = (0, 1)
+REFRESH_SHARES = (0.25, 0.5)
+# A pruned window is kept when its mean NFE stays within this factor of the pick's: a window
+# makes every forward cheaper, so a few more forwards can still be faster.
+WINDOW_NFE_SLACK = 1.05
 
 
 def _help(text: str) -> dict[str, str]:
@@ -135,6 +148,37 @@ def neighbours(setting: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+FORWARD_STAGES = ("threshold_alpha", "suffix", "cache_refresh")
+
+
+def forward_candidates(stage: str, setting: dict[str, Any],
+                       decoder: DecoderConfig) -> list[dict[str, Any]]:  # fmt: skip
+    """The settings one forward-stage option away from ``setting`` (resolved: ``decoder``):
+    the threshold's alpha, the suffix window and tail, or the cache refresh."""
+    block, gen = decoder.block_length, decoder.gen_length
+    if stage == "threshold_alpha":
+        if decoder.policy != "threshold":
+            return []
+        return [{**setting, "threshold_alpha": alpha} for alpha in ALPHAS]
+    if stage == "suffix":
+        windows = [blocks * block for blocks in WINDOW_BLOCKS if blocks * block < gen - block]
+        return [{**setting, "suffix_window": window, "suffix_tail": tail}
+                for window in windows for tail in TAILS]  # fmt: skip
+    if stage == "cache_refresh":
+        return [{**setting, "cache_refresh": max(1, int(share * block))}
+                for share in REFRESH_SHARES]  # fmt: skip
+    raise ValueError(f"unknown forward stage {stage!r}; the stages are {FORWARD_STAGES}.")
+
+
+def smallest_window(results: list[dict[str, Any]], current: dict[str, Any],
+                    floor: float) -> dict[str, Any]:  # fmt: skip
+    """The pruned setting with the smallest window (then tail) whose accuracy is >= ``floor``
+    and whose mean NFE is within :data:`WINDOW_NFE_SLACK` of ``current``'s; else ``current``."""
+    eligible = [r for r in results if r["accuracy"] >= floor - 1e-9
+                and r["mean_nfe"] <= current["mean_nfe"] * WINDOW_NFE_SLACK]  # fmt: skip
+    return min(eligible, key=lambda r: (r["suffix_window"], r["suffix_tail"]), default=current)
+
+
 def setting_key(setting: dict[str, Any]) -> str:
     return json.dumps(setting, sort_keys=True)
 
@@ -202,13 +246,25 @@ def tune(args: TuneArgs) -> dict[str, Any]:
         if improved is best or improved is None:
             break
         best = improved
+    forward_picks = {}
+    for name in ("threshold", "r2"):  # the forward stage, from each decoder's pick
+        chosen = pick(list(seen.values()), name, floor)
+        for stage in FORWARD_STAGES if chosen is not None else ():
+            setting = settings_of(chosen) | {"decoder": name}
+            candidates = forward_candidates(stage, setting, decoder_for(setting))
+            tried = [r for r in map(run, candidates) if r is not None]
+            if stage == "suffix":
+                chosen = smallest_window(tried, chosen, floor)
+            else:
+                chosen = pick([chosen, *tried], name, floor) or chosen
+        forward_picks[name] = chosen
     bar.close()
 
     results = list(seen.values())
     for result in results:
         result["nfe_ratio"] = result["mean_nfe"] / reference["mean_nfe"]
         result["accuracy_delta"] = result["accuracy"] - baseline["accuracy"]
-    picks = {name: pick(results, name, floor) for name in ("threshold", "r2")}
+    picks = forward_picks
     report = {
         "model": args.model,
         "task": args.task,
@@ -222,6 +278,7 @@ def tune(args: TuneArgs) -> dict[str, Any]:
         "fixed": fixed,
         "threshold_curve": sorted(curve, key=lambda r: r["threshold"], reverse=True),
         "r2_settings": [r for r in results if r["decoder"] == "r2"],
+        "settings": results,  # every setting decoded, with its metrics
         "picks": picks,
         "wall_seconds": time.perf_counter() - start,
     }

@@ -5,9 +5,20 @@ import shutil
 
 import pytest
 
+from r2sft.decoding import DecoderConfig
 from r2sft.decoding.presets import PRESET_FILE, read_preset
 from r2sft.paths import EMBEDDED_MODEL_DIR
-from r2sft.tune import TuneArgs, neighbours, pick, r2_grid, settings_of, threshold_settings, tune
+from r2sft.tune import (
+    TuneArgs,
+    forward_candidates,
+    neighbours,
+    pick,
+    r2_grid,
+    settings_of,
+    smallest_window,
+    threshold_settings,
+    tune,
+)
 
 
 def test_pick_is_the_fewest_forwards_within_the_accuracy_floor():
@@ -41,6 +52,32 @@ def test_grids_and_settings_round_trip():
     assert settings_of(reported) == {k: v for k, v in grid[0].items() if k != "decoder"}
 
 
+def test_forward_stage_candidates_and_the_smallest_window():
+    decoder = DecoderConfig(gen_length=64, block_length=16)
+    setting = {"decoder": "threshold", "threshold": 0.5}
+    alphas = forward_candidates("threshold_alpha", setting, decoder)
+    assert [c["threshold_alpha"] for c in alphas] == [0.1, 0.3, 0.5]
+    assert all(c["threshold"] == 0.5 for c in alphas)
+    suffix = forward_candidates("suffix", setting, decoder)  # windows short of the canvas
+    assert {(c["suffix_window"], c["suffix_tail"]) for c in suffix} == {
+        (16, 0), (16, 1), (32, 0), (32, 1)}  # fmt: skip
+    refresh = forward_candidates("cache_refresh", setting, decoder)
+    assert [c["cache_refresh"] for c in refresh] == [4, 8]
+    fixed = DecoderConfig(gen_length=64, block_length=16, policy="fixed")
+    assert forward_candidates("threshold_alpha", setting, fixed) == []
+    with pytest.raises(ValueError, match="forward stage"):
+        forward_candidates("speed", setting, decoder)
+    current = {"accuracy": 0.6, "mean_nfe": 4.0}
+    results = [
+        {"suffix_window": 16, "suffix_tail": 1, "accuracy": 0.5, "mean_nfe": 4.0},  # inaccurate
+        {"suffix_window": 32, "suffix_tail": 0, "accuracy": 0.6, "mean_nfe": 4.3},  # +7.5% NFE
+        {"suffix_window": 32, "suffix_tail": 1, "accuracy": 0.6, "mean_nfe": 4.1},
+        {"suffix_window": 48, "suffix_tail": 0, "accuracy": 0.61, "mean_nfe": 4.0},
+    ]
+    assert smallest_window(results, current, floor=0.59) is results[2]
+    assert smallest_window(results[:2], current, floor=0.59) is current
+
+
 @pytest.mark.skipif(not EMBEDDED_MODEL_DIR.is_dir(), reason="embedded model not built")
 def test_tune_writes_report_plot_and_a_valid_preset(tmp_path, monkeypatch):
     import r2sft.tune
@@ -69,3 +106,26 @@ def test_tune_writes_report_plot_and_a_valid_preset(tmp_path, monkeypatch):
     preset = read_preset(model / PRESET_FILE)
     assert preset.decoders["r2"]["r2"] and preset.decoders["r2"]["early_exit"]
     assert preset.decoders["r2"]["gen_length"] == 64 and preset.tuned["split"] == "dev"
+
+
+@pytest.mark.skipif(not EMBEDDED_MODEL_DIR.is_dir(), reason="embedded model not built")
+def test_tune_searches_the_forward_options_and_writes_them(tmp_path, monkeypatch):
+    import r2sft.tune
+
+    for name, values in {"THRESHOLDS": (0.7,), "R2_TAUS": (0.5,), "R2_KS": (2,),
+                         "ALPHAS": (0.3,), "WINDOW_BLOCKS": (2,), "TAILS": (1,),
+                         "REFRESH_SHARES": (0.5,)}.items():  # fmt: skip
+        monkeypatch.setattr(r2sft.tune, name, values)
+    monkeypatch.setattr(r2sft.tune, "neighbours", lambda setting: [])  # no refinement
+    args = TuneArgs(limit=8, output=str(tmp_path / "tune"), progress=False)
+    report = tune(args)
+    for name in ("threshold", "r2"):
+        ours = [s for s in report["settings"] if s["decoder"] == name]
+        assert any(s.get("threshold_alpha") == 0.3 for s in ours)
+        assert any((s.get("suffix_window"), s.get("suffix_tail")) == (32, 1) for s in ours)
+        assert any(s.get("cache_refresh") == 8 for s in ours)
+        chosen = report["picks"][name]
+        assert chosen["accuracy"] >= report["baseline"]["accuracy"] - args.max_accuracy_drop
+        written = report["preset"]["decoders"][name]
+        for field in ("threshold_alpha", "suffix_window", "suffix_tail", "cache_refresh"):
+            assert written[field] == chosen.get(field, written[field])
