@@ -18,9 +18,9 @@ decoder's pick, a forward stage: Streaming-dLLM's mask-aware threshold (``thresh
 suffix pruning (the smallest ``suffix_window`` / ``suffix_tail`` that keeps the accuracy with
 at most 5% more forwards: a window makes every forward cheaper) and the KV cache's refresh
 (``cache_refresh``: kept only where it buys back accuracy, since each refresh is a forward).
-Every setting decodes with early exit, which leaves responses unchanged. Per decoder (``threshold``, ``r2``) the
-pick is the setting with the fewest mean forwards whose accuracy is at most
-``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed, and written
+Every setting decodes with early exit, which leaves responses unchanged. Per decoder
+(``threshold``, ``r2``) the pick is the setting with the fewest mean forwards whose accuracy
+is at most ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed, and written
 with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write`` stores the picks
 as the model's ``r2sft_decoding.json``, which every r2sft entry point then uses by default.
 
