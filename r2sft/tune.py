@@ -20,9 +20,10 @@ at most 5% more forwards: a window makes every forward cheaper) and the KV cache
 (``cache_refresh``: kept only where it buys back accuracy, since each refresh is a forward).
 Every setting decodes with early exit, which leaves responses unchanged. Per decoder
 (``threshold``, ``r2``) the pick is the setting with the fewest mean forwards whose accuracy
-is at most ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed, and written
-with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write`` stores the picks
-as the model's ``r2sft_decoding.json``, which every r2sft entry point then uses by default.
+is at most ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed,
+and written with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write``
+stores the picks as the model's ``r2sft_decoding.json``, which every r2sft entry point then
+uses by default.
 
 Decoder options given on the command line (e.g. ``--gen_length``) fix those values for the
 whole search; everything else starts from the official values.
