@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import cost_summary, decode_and_score, model_max_length, prepare_prompts
@@ -33,8 +34,8 @@ from r2sft.specs import LoadedModel
 from r2sft.tasks import Example, Task, TaskArgs
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 def evaluate(
@@ -102,19 +103,22 @@ class EvaluateArgs(TaskArgs, DecoderArgs):
     """Command line of ``python -m r2sft.evaluate``: the task and decoder options shared
     with collect and training, plus what to evaluate and where to write it."""
 
+    _argument_group_name = "model and data"  # --help heading of fields without a group
+
     model: str = field(default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id."))
     split: str = field(default="test", metadata=_help("split of the task to evaluate."))
     limit: int | None = field(default=None, metadata=_help("first N examples (None: all)."))
-    batch_size: int = field(default=16, metadata=_help("sequences per forward batch."))
+    batch_size: int = field(default=16, metadata=_help("sequences per forward batch.", "decoding"))
     output: str | None = field(
-        default=None, metadata=_help("JSON file for the metrics and per-example results.")
+        default=None,
+        metadata=_help("JSON file for the metrics and per-example results.", "run and output"),
     )
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
     device: str | None = field(
         default=None, metadata=_help("e.g. cuda, cpu (None: cuda when available, else cpu).")
     )
-    seed: int = field(default=0, metadata=_help("example i decodes with seed + i."))
-    progress: bool = field(default=True, metadata=_help("show a progress bar."))
+    seed: int = field(default=0, metadata=_help("example i decodes with seed + i.", "decoding"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar.", "run and output"))
 
     def __post_init__(self) -> None:
         self.check_task_args()
@@ -186,7 +190,9 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from r2sft.config import parse_config
 
-    args = parse_config(EvaluateArgs, args=argv)
+    args = parse_config(
+        EvaluateArgs, args=argv, command="python -m r2sft.evaluate", summary=__doc__
+    )
     metrics = run(args)
     _print_table(metrics)
     if args.output:

@@ -37,6 +37,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig
 from r2sft.decoding.presets import OFFICIAL, DecoderPreset, write_preset
 from r2sft.paths import EMBEDDED_MODEL_DIR, OUTPUTS_DIR
@@ -51,33 +52,38 @@ R2_TAUS = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 R2_KS = (3, 2)
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass
 class TuneArgs(TaskArgs, DecoderArgs):
     """Command line of ``python -m r2sft.tune``."""
 
+    _argument_group_name = "model and data"  # --help heading of fields without a group
+
     model: str = field(default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id."))
     split: str = field(default="dev", metadata=_help("split to tune on (not the one you report)."))
     limit: int | None = field(default=200, metadata=_help("first N examples (None: all)."))
     budget: int = field(
-        default=10000, metadata=_help("most example decodes in all (settings x examples).")
+        default=10000,
+        metadata=_help("most example decodes in all (settings x examples).", "tuning"),
     )
     max_accuracy_drop: float = field(
-        default=0.01, metadata=_help("accuracy a pick may lose against threshold 0.9.")
+        default=0.01, metadata=_help("accuracy a pick may lose against threshold 0.9.", "tuning")
     )
     write: bool = field(
-        default=False, metadata=_help("store the picks as the model's r2sft_decoding.json.")
+        default=False,
+        metadata=_help("store the picks as the model's r2sft_decoding.json.", "run and output"),
     )
     output: str = field(
-        default=str(OUTPUTS_DIR / "tune"), metadata=_help("folder for tune.json and pareto.png.")
+        default=str(OUTPUTS_DIR / "tune"),
+        metadata=_help("folder for tune.json and pareto.png.", "run and output"),
     )
-    batch_size: int = field(default=32, metadata=_help("sequences per forward batch."))
+    batch_size: int = field(default=32, metadata=_help("sequences per forward batch.", "decoding"))
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
     device: str | None = field(default=None, metadata=_help("e.g. cuda (None: CUDA if any)."))
-    progress: bool = field(default=True, metadata=_help("show a progress bar."))
+    progress: bool = field(default=True, metadata=_help("show a progress bar.", "run and output"))
 
     def __post_init__(self) -> None:
         self.check_task_args()
@@ -313,7 +319,7 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from r2sft.config import parse_config
 
-    args = parse_config(TuneArgs, args=argv)
+    args = parse_config(TuneArgs, args=argv, command="python -m r2sft.tune", summary=__doc__)
     report = tune(args)
     summary = {k: report[k] for k in ("model", "task", "split", "num_examples",
                                       "settings_decoded", "picks")}  # fmt: skip
