@@ -164,9 +164,10 @@ def check_writable(path: Path, flag: str) -> None:
 
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
-    from r2sft.specs import default_device, load_model
+    from r2sft.specs import default_device, load_model, require_model_download
 
     task = args.make_task()
+    require_model_download(args.model)  # before the preset is read from the model's Hub repo
     decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
         raise FileNotFoundError(

@@ -118,10 +118,29 @@ def find_split_file(root: Path, split: str) -> Path:
 
 
 def load_hub_rows(name: str, split: str, config_name: str | None = None) -> list[dict[str, Any]]:
-    """The rows of a Hub data set's split, each with ``_line`` (needs network)."""
+    """The rows of a Hub data set's split, each with ``_line`` (needs network, or
+    ``HF_HUB_OFFLINE=1`` and the data set in the cache).
+
+    Raises:
+        HubUnreachableError: the Hub cannot be reached (asked once, in seconds).
+        FileNotFoundError: offline, and the data set is not in the cache.
+    """
     from datasets import load_dataset  # only when a Hub name is used
 
-    rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
+    from r2sft.hub import hub_offline, require_hub
+
+    fix = f"Pass --data_path a local copy (a folder with {split}.jsonl, or a JSONL file)"
+    require_hub(f"data set {name!r} (split {split})", fix)
+    try:
+        rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
+    except (ConnectionError, OSError) as error:
+        if not hub_offline():
+            raise
+        raise FileNotFoundError(
+            f"data set {name!r} (split {split}) is not in the Hugging Face cache and "
+            f"HF_HUB_OFFLINE is set ({type(error).__name__}). {fix}, or unset HF_HUB_OFFLINE "
+            "to download it."
+        ) from None
     for index, row in enumerate(rows):
         row["_line"] = index + 1
     return rows
