@@ -2,9 +2,11 @@
 
 Launch::
 
-    # the embedded model on its dev split; --write stores data/tiny-llada/r2sft_decoding.json
-    python -m r2sft.tune --write
+    # the embedded model on its dev split: report, plot and preset in outputs/tune
+    python -m r2sft.tune
     python -m r2sft.tune --limit 50 --output outputs/tune-quick
+    # update the preset the checkout ships with the embedded model, on purpose
+    python -m r2sft.tune --write_to data/tiny-llada
     # LLaDA-8B-Instruct on 200 GSM8K train problems (not the test split), on a GPU
     python -m r2sft.tune --model path/to/LLaDA-8B-Instruct --task gsm8k --data_path data/gsm8k \\
         --split train --limit 200 --device cuda --dtype bfloat16 --batch_size 32 --write
@@ -17,8 +19,11 @@ temporal aggregation) until nothing improves or the budget is spent. Every setti
 with early exit, which leaves responses unchanged. Per decoder (``threshold``, ``r2``) the
 pick is the setting with the fewest mean forwards whose accuracy is at most
 ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed, and written
-with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write`` stores the picks
-as the model's ``r2sft_decoding.json``, which every r2sft entry point then uses by default.
+with a Pareto plot of accuracy against mean NFE and the picks as a preset,
+``r2sft_decoding.json``, to ``--output``: ``--preset OUTPUT`` decodes with it). ``--write``
+also stores the preset in the model's folder, which every r2sft entry point then uses by
+default; the models shipped in the checkout's ``data/`` are changed only by naming them,
+``--write_to data/tiny-llada``.
 
 Decoder options given on the command line (e.g. ``--gen_length``) fix those values for the
 whole search; everything else starts from the official values.
@@ -29,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,8 +45,8 @@ from tqdm.auto import tqdm
 
 from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig
-from r2sft.decoding.presets import OFFICIAL, DecoderPreset, write_preset
-from r2sft.paths import EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.decoding.presets import OFFICIAL, PRESET_FILE, DecoderPreset, write_preset
+from r2sft.paths import DATA_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.tasks import TaskArgs
 
 REPORT_FILE = "tune.json"
@@ -74,11 +80,26 @@ class TuneArgs(TaskArgs, DecoderArgs):
     )
     write: bool = field(
         default=False,
-        metadata=_help("store the picks as the model's r2sft_decoding.json.", "run and output"),
+        metadata=_help(
+            "also store the preset as the model folder's r2sft_decoding.json, its default "
+            "decoder settings (not for a model shipped in the checkout's data/: --write_to).",
+            "run and output",
+        ),
+    )
+    write_to: str | None = field(
+        default=None,
+        metadata=_help(
+            "also store the preset as FOLDER/r2sft_decoding.json, e.g. data/tiny-llada to "
+            "update the shipped embedded model's preset on purpose.",
+            "run and output",
+        ),
     )
     output: str = field(
         default=str(OUTPUTS_DIR / "tune"),
-        metadata=_help("folder for tune.json and pareto.png.", "run and output"),
+        metadata=_help(
+            "folder for tune.json, pareto.png and the preset (r2sft_decoding.json).",
+            "run and output",
+        ),
     )
     batch_size: int = field(default=32, metadata=_help("sequences per forward batch.", "decoding"))
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
@@ -96,6 +117,16 @@ class TuneArgs(TaskArgs, DecoderArgs):
             raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
         if self.write and not Path(self.model).is_dir():
             raise ValueError(f"--write needs a local model folder; {self.model} is not one.")
+        if self.write and Path(self.model).resolve().is_relative_to(DATA_DIR.resolve()):
+            model, output = _shown_path(self.model), _shown_path(self.output)
+            raise ValueError(
+                f"--write would change {model}/{PRESET_FILE}, the preset this checkout ships. "
+                f"The preset is written to {output}/{PRESET_FILE} anyway (decode with it: "
+                f"--preset {output}); to update the shipped one on purpose, pass --write_to "
+                f"{model} instead of --write."
+            )
+        if self.write_to is not None and not Path(self.write_to).is_dir():
+            raise ValueError(f"--write_to {self.write_to}: no such folder.")
 
 
 # ----------------------------------------------------------------------------- the search
@@ -234,9 +265,19 @@ def tune(args: TuneArgs) -> dict[str, Any]:
     report["preset"] = json.loads(preset.to_json())
     (output / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     plot_pareto(report, output / PLOT_FILE)
+    written = [write_preset(output, preset)]
     if args.write:
-        report["written"] = str(write_preset(args.model, preset))
+        written.append(write_preset(args.model, preset))
+    if args.write_to is not None:
+        written.append(write_preset(args.write_to, preset))
+    report["written"] = [str(path) for path in written]
     return report
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it (for messages)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def preset_from_picks(picks: dict[str, Any], report: dict[str, Any], decoder_for: Any) -> Any:
@@ -327,8 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["baseline_accuracy"] = report["baseline"]["accuracy"]
     print(json.dumps(summary, indent=2))
     print(f"wrote {Path(args.output) / REPORT_FILE} and {Path(args.output) / PLOT_FILE}")
-    if "written" in report:
-        print(f"wrote the decoder preset {report['written']}")
+    print(f"wrote the decoder preset to {', '.join(report['written'])}")
     return report
 
 
