@@ -183,10 +183,13 @@ def _launch(config: RoundsConfig, script: str, flags: list[str]) -> list[str]:
 
 
 def _run(command: list[str]) -> None:
-    env = dict(os.environ)
-    # accelerate launch pins OMP_NUM_THREADS to 1 unless set; one CPU process may use all.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1))))
-    subprocess.run(command, check=True, env=env)
+    """Run a stage command (it names its ``--model``)."""
+    from r2sft.threads import cpu_thread_env
+
+    # accelerate launch pins OMP_NUM_THREADS to 1 unless set: the threads that fit the model
+    # (the caller's own OMP_NUM_THREADS / GOMP_SPINCOUNT are kept).
+    model = command[command.index("--model") + 1]
+    subprocess.run(command, check=True, env={**os.environ, **cpu_thread_env(model)})
 
 
 def evaluate_round(config: RoundsConfig, model: str, path: Path) -> dict[str, Any]:

@@ -21,8 +21,10 @@ ENTRY_POINTS = {
     "r2sft.tune": "python -m r2sft.tune",
     "r2sft.report": "python -m r2sft.report",
     "r2sft.rounds": "python -m r2sft.rounds",
+    "r2sft.threads": "python -m r2sft.threads",
     "bench/bench_decode.py": "python bench/bench_decode.py",
     "bench/bench_cache.py": "python bench/bench_cache.py",
+    "bench/bench_shared_cpu.py": "python bench/bench_shared_cpu.py",
     "launch/pretrain_embedded.py": "python launch/pretrain_embedded.py",
 }
 
