@@ -125,12 +125,11 @@ def load_hub_rows(name: str, split: str, config_name: str | None = None) -> list
         HubUnreachableError: the Hub cannot be reached (asked once, in seconds).
         FileNotFoundError: offline, and the data set is not in the cache.
     """
-    from datasets import load_dataset  # only when a Hub name is used
-
     from r2sft.hub import hub_offline, require_hub
 
     fix = f"Pass --data_path a local copy (a folder with {split}.jsonl, or a JSONL file)"
     require_hub(f"data set {name!r} (split {split})", fix)
+    from datasets import load_dataset  # only when a Hub name is used (a slow import)
     try:
         rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
     except (ConnectionError, OSError) as error:
