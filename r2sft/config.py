@@ -160,13 +160,18 @@ def _inherited_help(dtype: type, name: str) -> str | None:
 
 def field_group(dtype: type, field: dataclasses.Field) -> str:
     """The ``--help`` heading of a field: its metadata's group, else its declaring class's
-    group name, else (a class of another library) "inherited from LIBRARY CLASS"."""
+    group name, else its group in a base class that declares it too, else (a class of
+    another library) "inherited from LIBRARY CLASS", else "options"."""
     if field.metadata.get("group"):
         return field.metadata["group"]
     cls = _declaring_class(dtype, field.name)
     own = cls.__dict__.get(GROUP_ATTRIBUTE) or _CLASS_GROUPS.get(cls.__name__)
     if own:
         return own
+    for base in cls.__mro__[1:]:  # a field redeclared (a new default) keeps its base's group
+        base_field = getattr(base, "__dataclass_fields__", {}).get(field.name)
+        if base_field is not None:
+            return field_group(base, base_field)
     if _third_party(cls):
         return f"inherited from {cls.__module__.split('.')[0]} {cls.__name__}"
     return "options"

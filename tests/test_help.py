@@ -154,3 +154,15 @@ def test_harness_help_names_r2sft_part_before_lm_evals(capsys):
     assert lines[0].startswith("Run lm-eval's benchmarks with r2sft's sampler")
     assert lines[2].startswith("usage: python -m r2sft.harness --model r2sft ")
     assert any("Language Model Evaluation Harness" in line for line in lines[8:])
+
+
+def test_a_redeclared_field_keeps_its_base_group():
+    @dataclass
+    class Bench(Demo):
+        steps: int = 7  # a new default, no metadata, in a class without a group name
+        repeats: int = 3
+
+    fields = Bench.__dataclass_fields__
+    assert field_group(Bench, fields["steps"]) == "training"
+    assert field_group(Bench, fields["track"]) == "tracking"
+    assert field_group(Bench, fields["repeats"]) == "options"
