@@ -4,11 +4,12 @@ torch's CPU kernels run on OpenMP worker threads. Between two parallel regions a
 worker busy-waits (libgomp: 300,000 spins) before it sleeps. On cores shared with other
 processes a spinning thread burns the time slice that the thread it waits for needs, and a
 1M-parameter model's kernels are so short that its threads spend most of their time in that
-wait: beside busy processes the embedded model trained 25-40x slower, far more than the CPU
-share it lost. With ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once) it keeps
-about half its speed; a short spin (``GOMP_SPINCOUNT`` 1000 or 10000) or one thread did
-worse (docs/results-shared-cpu.md, ``bench/bench_shared_cpu.py``). A small model also
-gains nothing from more threads than it has work for.
+wait: beside two busy processes the embedded model trained at 1/16 to 1/73 of its speed,
+far below the CPU share it kept. With ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at
+once) it trains as fast alone and at 0.34-0.42 of that speed beside them; a short spin
+(``GOMP_SPINCOUNT`` 1000 or 10000) or one thread did worse (docs/results-shared-cpu.md,
+``bench/bench_shared_cpu.py``). A small model also gains nothing from more threads than it
+has work for.
 
 Both variables are read once, when the OpenMP runtime loads (``import torch``), so the
 launcher sets them: ``launch/pipeline_embedded.sh`` and ``python -m r2sft.rounds`` use
