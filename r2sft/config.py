@@ -126,8 +126,9 @@ def check_config_values(
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "R2SFT_DEBUG"
 # Headings of --help, in this order; other r2sft groups follow them, then LAST_GROUP, then
-# the groups of options inherited from other libraries.
-GROUP_ORDER = ("general", "model and data", "decoding", "training", "tracking")
+# the groups of options inherited from other libraries. Training comes before decoding: in
+# train.py the decoder options only shape the tracking decode.
+GROUP_ORDER = ("general", "model and data", "training", "tracking", "decoding")
 LAST_GROUP = "run and output"
 GROUP_ATTRIBUTE = "_argument_group_name"  # transformers' HfArgumentParser reads it too
 # Dataclasses of modules that declare no group name, by class name.
@@ -264,9 +265,17 @@ class OptionParser(HfArgumentParser):
 
     def _add_dataclass_arguments(self, dtype: type) -> None:
         hints = typing.get_type_hints(dtype)
-        # In each group the command's own options come before those of its base classes.
-        fields = dataclasses.fields(dtype)
-        for field in sorted(fields, key=lambda f: _declaring_class(dtype, f.name) is not dtype):
+
+        # In each group the command's own options come first, those it redeclares for a new
+        # default (learning_rate...) next, then those of its base classes.
+        def rank(field: dataclasses.Field) -> int:
+            if _declaring_class(dtype, field.name) is not dtype:
+                return 2
+            redeclared = any(field.name in getattr(base, "__dataclass_fields__", {})
+                             for base in dtype.__mro__[1:])  # fmt: skip
+            return 1 if redeclared else 0
+
+        for field in sorted(dataclasses.fields(dtype), key=rank):
             if not field.init:
                 continue
             group = self._group(field_group(dtype, field))

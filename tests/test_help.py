@@ -74,7 +74,7 @@ def test_train_help_shows_r2sft_options_first_and_trainer_flags_last(capsys):
     text = help_text("train.py", capsys)
     lines = text.splitlines()
     first = "\n".join(lines[:60])
-    for flag in ("--model", "--data_dir", "--task", "--config"):
+    for flag in ("--model", "--data_dir", "--task", "--config", "--objective"):
         assert f"  {flag} " in first, flag
     headings = [line[:-1] for line in lines if line and not line[0].isspace() and line[-1] == ":"]
     inherited = "inherited from transformers TrainingArguments"

@@ -130,6 +130,7 @@ def load_hub_rows(name: str, split: str, config_name: str | None = None) -> list
     fix = f"Pass --data_path a local copy (a folder with {split}.jsonl, or a JSONL file)"
     require_hub(f"data set {name!r} (split {split})", fix)
     from datasets import load_dataset  # only when a Hub name is used (a slow import)
+
     try:
         rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
     except (ConnectionError, OSError) as error:
