@@ -36,7 +36,11 @@ from r2sft.config import parse_config, run_main
 
 def main(argv: list[str]) -> dict[str, Any] | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = run_collect(parse_config(CollectConfig, args=argv))
+    summary = run_collect(
+        parse_config(
+            CollectConfig, args=argv, command="accelerate launch collect.py", summary=__doc__
+        )
+    )
     if summary is not None:
         shown = {
             k: summary[k]

@@ -35,7 +35,9 @@ from r2sft.training import TrainConfig, train
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    result = train(parse_config(TrainConfig, args=argv))
+    result = train(
+        parse_config(TrainConfig, args=argv, command="accelerate launch train.py", summary=__doc__)
+    )
     if result["trainer"].accelerator.is_main_process:
         summary = {"final": str(result["final"]), "tracked": result["records"]}
         if result["hub_url"]:

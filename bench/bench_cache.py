@@ -244,7 +244,9 @@ def bench_main(args_class: type, run_bench: Any, argv: list[str] | None) -> dict
     """Parse ``args_class`` from the command line, run, print the JSON, write ``--output``."""
     from r2sft.config import parse_config
 
-    args = parse_config(args_class, args=argv)
+    args = parse_config(
+        args_class, args=argv, command="python bench/bench_cache.py", summary=__doc__
+    )
     report = run_bench(args)
     text = json.dumps(report, indent=2)
     print(text)

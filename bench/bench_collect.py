@@ -40,7 +40,9 @@ class BenchCollectArgs(CollectConfig):
 
 
 def main() -> None:
-    config = parse_config(BenchCollectArgs)
+    config = parse_config(
+        BenchCollectArgs, command="python bench/bench_collect.py", summary=__doc__
+    )
     batch_sizes = [int(b) for b in config.batch_sizes.split(",")]
     device = default_device(config.device)
     task = config.make_task()

@@ -115,7 +115,9 @@ def real_setup(args: BenchArgs, path: str, count: int) -> tuple[Any, Any, list[l
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from r2sft.config import parse_config
 
-    args = parse_config(BenchArgs, args=argv)
+    args = parse_config(
+        BenchArgs, args=argv, command="python bench/bench_decode.py", summary=__doc__
+    )
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     count = args.num_prompts or max(batch_sizes)
     use_random = args.model == "random" or (args.model is None and not EMBEDDED_MODEL_DIR.is_dir())

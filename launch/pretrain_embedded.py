@@ -35,7 +35,9 @@ class LaunchConfig(PretrainConfig):
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = parse_config(LaunchConfig, args=argv)
+    config = parse_config(
+        LaunchConfig, args=argv, command="python launch/pretrain_embedded.py", summary=__doc__
+    )
     fields = {k: v for k, v in vars(config).items() if k not in ("out", "resume")}
     pretrain(PretrainConfig(**fields), Path(config.out), resume=config.resume)
 

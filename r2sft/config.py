@@ -8,16 +8,24 @@ way::
 The YAML file gives values for dataclass fields, flags override them, and anything that is
 not a field of the config is an error naming the key, where it came from and the nearest
 valid keys. Parsing is transformers' ``HfArgumentParser`` (types, choices, ``--help`` from
-field metadata); this module only adds the YAML layer and the error messages.
+field metadata); this module adds the YAML layer, the error messages and a ``--help`` that
+reads well (:class:`OptionParser`): what the command does and how to launch it first, then
+the options grouped by what they are about, r2sft's own before the ones a class inherits from
+another library (transformers' Trainer flags).
+
+Groups: a field's ``metadata["group"]`` (:func:`option`), else the ``_argument_group_name``
+of the dataclass that declares the field (transformers' attribute for the same purpose).
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import copy
 import dataclasses
 import difflib
 import gc
+import inspect
 import os
 import sys
 import types
@@ -28,22 +36,11 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
-# Field metadata of r2sft's own (r2sft.decoding.options.option) that argparse must not see.
-_OWN_METADATA = frozenset({"check", "flag", "source"})
-
-
-class _ArgumentParser(HfArgumentParser):
-    """HfArgumentParser that passes argparse only the metadata it knows."""
-
-    @staticmethod
-    def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
-        if _OWN_METADATA & set(field.metadata):
-            field = copy.copy(field)
-            field.metadata = types.MappingProxyType(
-                {k: v for k, v in field.metadata.items() if k not in _OWN_METADATA}
-            )
-        HfArgumentParser._parse_dataclass_field(parser, field)
+# Field metadata that argparse must not see: the --help group, and what
+# r2sft.decoding.options.option declares (range check, flag name, source field).
+_OWN_METADATA = frozenset({"group", "check", "flag", "source"})
 
 
 class ConfigError(ValueError):
@@ -132,12 +129,237 @@ def check_config_values(
     return values
 
 
-def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "R2SFT_DEBUG"
+# Headings of --help, in this order; other r2sft groups follow them, then LAST_GROUP, then
+# the groups of options inherited from other libraries. Training comes before decoding: in
+# train.py the decoder options only shape the tracking decode.
+GROUP_ORDER = ("general", "model and data", "training", "tracking", "decoding")
+LAST_GROUP = "run and output"
+GROUP_ATTRIBUTE = "_argument_group_name"  # transformers' HfArgumentParser reads it too
+_TYPE_METAVARS = {int: "INT", float: "FLOAT", str: "TEXT"}
+
+
+def option(help: str, group: str | None = None, **metadata: Any) -> dict[str, Any]:
+    """A dataclass field's metadata: its ``--help`` text and, when it differs from its
+    class's, its ``--help`` group (``field(default=..., metadata=option("...", "tracking"))``)."""
+    return {"help": help, **({"group": group} if group else {}), **metadata}
+
+
+def _declaring_class(dtype: type, name: str) -> type:
+    """The class in ``dtype``'s MRO that declares the field ``name`` (its own annotation)."""
+    for cls in dtype.__mro__:
+        if name in inspect.get_annotations(cls):
+            return cls
+    return dtype
+
+
+def _inherited_help(dtype: type, name: str) -> str | None:
+    """The help of a field redeclared without one (a new default): the base class's."""
+    for cls in dtype.__mro__[1:]:
+        base_field = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if base_field is not None and base_field.metadata.get("help"):
+            return base_field.metadata["help"]
+    return None
+
+
+def field_group(dtype: type, field: dataclasses.Field) -> str:
+    """The ``--help`` heading of a field: its metadata's group, else its declaring class's
+    group name, else its group in a base class that declares it too, else (a class of
+    another library) "inherited from LIBRARY CLASS", else "options"."""
+    if field.metadata.get("group"):
+        return field.metadata["group"]
+    cls = _declaring_class(dtype, field.name)
+    own = cls.__dict__.get(GROUP_ATTRIBUTE)
+    if own:
+        return own
+    for base in cls.__mro__[1:]:  # a field redeclared (a new default) keeps its base's group
+        base_field = getattr(base, "__dataclass_fields__", {}).get(field.name)
+        if base_field is not None:
+            return field_group(base, base_field)
+    if _third_party(cls):
+        return f"inherited from {cls.__module__.split('.')[0]} {cls.__name__}"
+    return "options"
+
+
+def _third_party(cls: type) -> bool:
+    """Whether ``cls`` comes from an installed library other than r2sft (transformers...)."""
+    if cls.__module__.split(".")[0] == __name__.split(".")[0]:
+        return False
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+    return any(part in ("site-packages", "dist-packages") for part in Path(path).parts)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """One spelling per option (``--gen_length INT``; the ``--gen-length`` alias still
+    works), wide enough for long option names."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=min(100, _terminal_width()))
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        # --gen-length is HfArgumentParser's alias of --gen_length: accepted, not listed.
+        spellings = [
+            spelling
+            for spelling in action.option_strings
+            if "--" + spelling[2:].replace("-", "_") == spelling
+            or "--" + spelling[2:].replace("-", "_") not in action.option_strings
+        ]
+        if action.nargs == 0:
+            return ", ".join(spellings)
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(f"{spelling} {metavar}" for spelling in spellings)
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+class OptionParser(HfArgumentParser):
+    """``HfArgumentParser`` with a ``--help`` that reads well.
+
+    The help starts with what the command does and how it is launched; options are grouped
+    (:func:`field_group`), r2sft's groups first in :data:`GROUP_ORDER`, inherited ones last;
+    each option is shown once with a type placeholder (INT, FLOAT, TEXT, a|b|c), its
+    default, and for booleans the values they take, with the ``--no_X`` switch folded into
+    ``--X``'s line.
+    """
+
+    def __init__(
+        self, dataclass_types: tuple[type, ...], command: str | None, summary: str | None
+    ) -> None:
+        self._groups: dict[str, argparse._ArgumentGroup] = {}
+        prog = command or os.path.basename(sys.argv[0])
+        super().__init__(
+            dataclass_types,
+            prog=prog,
+            usage=f"{prog} [--config FILE.yaml] [--OPTION VALUE ...]",
+            description=summary,
+            formatter_class=_HelpFormatter,
+        )
+        general = self._group("general")
+        general._group_actions.append(self._option_string_actions["-h"])
+        self._action_groups.remove(self._optionals)
+        general.add_argument(
+            "--config", type=str, default=None, metavar="FILE.yaml",
+            help="YAML file of option: value pairs; flags given here override it.",
+        )  # fmt: skip
+        # --debug is read by run_main before parsing (a field may have that name too).
+        general.description = f"{DEBUG_FLAG} (or {DEBUG_ENV}=1): a failure shows its traceback."
+        self._action_groups.sort(key=self._group_rank)
+
+    def _group(self, title: str) -> argparse._ArgumentGroup:
+        if title not in self._groups:
+            self._groups[title] = self.add_argument_group(title)
+        return self._groups[title]
+
+    def _group_rank(self, group: argparse._ArgumentGroup) -> tuple[int, int]:
+        titles = list(self._groups)
+        title = group.title or ""
+        if title in GROUP_ORDER:
+            return (0, GROUP_ORDER.index(title))
+        if title == LAST_GROUP:
+            return (2, 0)
+        inherited = title.startswith("inherited from ")
+        return (3 if inherited else 1, titles.index(title) if title in titles else 0)
+
+    def _add_dataclass_arguments(self, dtype: type) -> None:
+        hints = typing.get_type_hints(dtype)
+
+        # In each group the command's own options come first, those it redeclares for a new
+        # default (learning_rate...) next, then those of its base classes.
+        def rank(field: dataclasses.Field) -> int:
+            if _declaring_class(dtype, field.name) is not dtype:
+                return 2
+            redeclared = any(field.name in getattr(base, "__dataclass_fields__", {})
+                             for base in dtype.__mro__[1:])  # fmt: skip
+            return 1 if redeclared else 0
+
+        for field in sorted(dataclasses.fields(dtype), key=rank):
+            if not field.init:
+                continue
+            group = self._group(field_group(dtype, field))
+            shown = copy.copy(field)
+            metadata = {k: v for k, v in field.metadata.items() if k not in _OWN_METADATA}
+            if not metadata.get("help"):
+                metadata["help"] = _inherited_help(dtype, field.name) or ""
+            shown.metadata = metadata
+            shown.type = hints[field.name]
+            before = len(self._actions)
+            self._parse_dataclass_field(group, shown)
+            _describe(self._actions[before:])
+
+    def format_help(self) -> str:
+        formatter = self._get_formatter()
+        if self.description:
+            formatter.add_text(self.description)
+        formatter.add_usage(self.usage, self._actions, self._mutually_exclusive_groups)
+        for group in self._action_groups:
+            if group._group_actions:
+                formatter.start_section(group.title)
+                formatter.add_text(group.description)
+                formatter.add_arguments(group._group_actions)
+                formatter.end_section()
+        return formatter.format_help()
+
+
+def _describe(actions: list[argparse.Action]) -> None:
+    """Placeholders, values and defaults in the help of one field's actions (the option and,
+    for a boolean defaulting to true, its ``--no_X`` complement, folded into the option)."""
+    main, *rest = actions
+    text = (main.help or "").strip()
+    if text and text[-1] not in ".?!)":
+        text += "."
+    if main.type is string_to_bool:
+        switch = f"; --no_{main.dest} means false" if rest else ""
+        bare = "; the bare flag means true" if main.nargs == "?" else ""
+        main.metavar = "true|false"
+        default = "" if main.default is None and "None" in text else (
+            f" (default: {_shown(main.default)})")
+        text += f" Takes true or false{bare}{switch}{default}."
+    else:
+        choices = getattr(main, "choices", None)
+        if choices:
+            main.metavar = "|".join(str(choice) for choice in choices)
+        elif main.metavar is None:
+            main.metavar = _TYPE_METAVARS.get(main.type, "VALUE")
+        if not main.required and not (main.default is None and "None" in text):
+            text += f" (default: {_shown(main.default)})"
+    main.help = text.replace("%", "%%").strip()
+    for complement in rest:  # --no_X: described on --X's line
+        complement.help = argparse.SUPPRESS
+
+
+def _shown(value: Any) -> str:
+    """A default as --help shows it: booleans as typed, paths inside the working folder
+    relative to it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and os.path.isabs(value):
+        relative = os.path.relpath(value)
+        return value if relative.startswith("..") else relative
+    return str(getattr(value, "value", value))
+
+
+def parse_config(
+    *dataclass_types: type,
+    args: list[str] | None = None,
+    command: str | None = None,
+    summary: str | None = None,
+) -> Any:
     """Build config dataclass instances from ``--config FILE.yaml`` and ``--key value`` flags.
 
     Args:
         dataclass_types: one or more dataclass types; every field becomes a flag.
         args: the command line (without the program name); ``sys.argv[1:]`` when None.
+        command: how the command is launched (``--help``'s usage line), e.g.
+            ``"python -m r2sft.evaluate"``; the script name when None.
+        summary: what the command does, in a line (the first line of ``--help``); the first
+            line of a module docstring may be passed whole.
 
     Returns:
         The single instance when one type is given, else a tuple in the given order.
@@ -147,10 +369,9 @@ def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
             typed YAML value.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    parser = _ArgumentParser(dataclass_types)
-    parser.add_argument(
-        "--config", type=str, default=None, help="YAML file of option: value pairs."
-    )
+    if summary:
+        summary = summary.strip().splitlines()[0]
+    parser = OptionParser(dataclass_types, command=command, summary=summary)
     known, _ = parser.parse_known_args(argv)
     if known.config is not None:
         parser.set_defaults(**load_yaml_config(known.config, dataclass_types))
@@ -164,10 +385,6 @@ def parse_config(*dataclass_types: type, args: list[str] | None = None) -> Any:
             "Run with --help for every option."
         )
     return instances[0] if len(instances) == 1 else tuple(instances)
-
-
-DEBUG_FLAG = "--debug"
-DEBUG_ENV = "R2SFT_DEBUG"
 
 
 def end_process_group() -> None:

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r2sft.config import parse_config
+from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.io import check_writable
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import evaluate
-from r2sft.specs import default_device, load_model
+from r2sft.specs import default_device, load_model, require_model_download
 from r2sft.tasks import TaskArgs
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass
@@ -41,19 +41,22 @@ class EvaluateArgs(TaskArgs, DecoderArgs):
     """Command line of ``python -m r2sft.evaluate``: the task and decoder options shared
     with collect and training, plus what to evaluate and where to write it."""
 
+    _argument_group_name = "model and data"  # --help heading of fields without a group
+
     model: str = field(default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id."))
     split: str = field(default="test", metadata=_help("split of the task to evaluate."))
     limit: int | None = field(default=None, metadata=_help("first N examples (None: all)."))
-    batch_size: int = field(default=16, metadata=_help("sequences per forward batch."))
+    batch_size: int = field(default=16, metadata=_help("sequences per forward batch.", "decoding"))
     output: str | None = field(
-        default=None, metadata=_help("JSON file for the metrics and per-example results.")
+        default=None,
+        metadata=_help("JSON file for the metrics and per-example results.", "run and output"),
     )
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
     device: str | None = field(
         default=None, metadata=_help("e.g. cuda, cpu (None: cuda when available, else cpu).")
     )
-    seed: int = field(default=0, metadata=_help("example i decodes with seed + i."))
-    progress: bool = field(default=True, metadata=_help("show a progress bar."))
+    seed: int = field(default=0, metadata=_help("example i decodes with seed + i.", "decoding"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar.", "run and output"))
 
     def __post_init__(self) -> None:
         self.check_task_args()
@@ -86,6 +89,7 @@ def _print_table(metrics: dict[str, Any]) -> None:
 def run(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluate ``args.model`` on ``args.task``; returns the metrics (and writes them)."""
     task = args.make_task()
+    require_model_download(args.model)  # before the preset is read from the model's Hub repo
     decoder = args.resolve(task, model=args.model)
     if args.model == str(EMBEDDED_MODEL_DIR) and not EMBEDDED_MODEL_DIR.is_dir():
         raise FileNotFoundError(
@@ -107,7 +111,9 @@ def run(args: EvaluateArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_config(EvaluateArgs, args=argv)
+    args = parse_config(
+        EvaluateArgs, args=argv, command="python -m r2sft.evaluate", summary=__doc__
+    )
     metrics = run(args)
     _print_table(metrics)
     if args.output:

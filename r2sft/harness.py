@@ -448,12 +448,28 @@ def write_cost_report(costs: CostLog, results: Path) -> Path:
     return target
 
 
+COMMAND = "python -m r2sft.harness"
+HELP = f"""\
+Run lm-eval's benchmarks with r2sft's sampler (model `r2sft`), reporting decoding costs.
+
+usage: {COMMAND} --model r2sft [--model_args pretrained=MODEL,...] --tasks TASK [options]
+
+r2sft's --model_args (comma-separated key=value): pretrained (a model folder or Hub id; default
+the embedded model), batch_size, dtype, trust_remote_code, seed, and every decoder option of
+`python -m r2sft.evaluate` (decoder, preset, gen_length, block_length, threshold, tau_s, ...).
+Every other option is lm-eval's own (`{COMMAND} run --help` lists them); its help follows.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     """lm-eval's command line with the ``r2sft`` model registered, then the cost report."""
-    from lm_eval.__main__ import cli_evaluate
-
     global _cost_logs
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(HELP)  # lm-eval's own help (it exits) follows r2sft's part
+        sys.stdout.flush()
+    from lm_eval.__main__ import cli_evaluate
+
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--output_path", "-o", default=None)
     options, _ = parser.parse_known_args(argv)

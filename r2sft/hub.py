@@ -1,20 +1,82 @@
-"""Hub uploads of ``collect.py`` and ``train.py``: checked before the work, failures named.
+"""The Hugging Face Hub: downloads that fail fast offline, uploads checked before the work.
 
-huggingface_hub does the uploading. What it does not do is tell, before hours of collection
-or training, that the upload at the end cannot happen (no token, a rejected token, no
-network), nor turn a failed upload into a message saying what was kept and how to send it
-later: :func:`check_hub_access` (one ``whoami`` request) and :func:`hub_upload` do that. The
-token comes from ``HF_TOKEN`` or ``hf auth login`` and is never printed.
+Downloads. A model or data set named by a Hub id is fetched by transformers, datasets and
+huggingface_hub, which retry every request for up to a minute when the Hub cannot be
+reached, and then name neither the input nor the fix. :func:`require_hub` asks the Hub once,
+with a short timeout, before the first download of a run; an unreachable Hub is then one
+error naming what was to be downloaded and how to do without (a local folder,
+``--data_path``, or ``HF_HUB_OFFLINE=1`` with a filled cache). With ``HF_HUB_OFFLINE`` set
+nothing is asked: the libraries read their cache.
+
+Uploads. huggingface_hub does the uploading. What it does not do is tell, before hours of
+collection or training, that the upload at the end cannot happen (no token, a rejected
+token, no network), nor turn a failed upload into a message saying what was kept and how to
+send it later: :func:`check_hub_access` (one ``whoami`` request) and :func:`hub_upload` do
+that. The token comes from ``HF_TOKEN`` or ``hf auth login`` and is never printed.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# Seconds the reachability probe waits for the Hub (a DNS failure or a refused connection
+# answers at once; a network that drops packets takes this long).
+PROBE_TIMEOUT_S = 4.0
 
 
 class HubError(RuntimeError):
     """The Hub cannot be used for the requested upload; the message says why and the fix."""
+
+
+class HubUnreachableError(HubError):
+    """Something was to be downloaded from the Hub, and the Hub cannot be reached."""
+
+
+@functools.cache
+def hub_unreachable_reason(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when ``endpoint`` answers an HTTP request (any status), else why not; asked once
+    per process and endpoint."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout_s)
+    except Exception as error:  # noqa: BLE001  (DNS, refused, timeout, proxy, TLS alike)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def offline_hint(fix: str) -> str:
+    """``fix`` plus the offline alternative, for errors about a Hub download."""
+    return f"{fix}, or, if an earlier run downloaded it, set HF_HUB_OFFLINE=1 to read the cache"
+
+
+def require_hub(what: str, fix: str) -> None:
+    """Before downloading ``what`` (e.g. "data set 'openai/gsm8k'"): the Hub must answer,
+    unless ``HF_HUB_OFFLINE`` is set (the cache then serves it or the download fails at once).
+
+    Raises:
+        HubUnreachableError: naming ``what``, the endpoint, why, and ``fix`` (what to pass
+            instead, e.g. "pass --data_path a local copy").
+    """
+    from huggingface_hub import constants
+
+    if hub_offline():
+        return
+    reason = hub_unreachable_reason(constants.ENDPOINT)
+    if reason is not None:
+        raise HubUnreachableError(
+            f"{what} is to be downloaded from the Hugging Face Hub, which cannot be reached "
+            f"({constants.ENDPOINT}: {reason}). {offline_hint(fix)}."
+        )
 
 
 def _reason(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r2sft.config import parse_config
+from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
@@ -45,13 +45,15 @@ LEVERS = {
 }
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass
 class ReportArgs(TaskArgs):
     """Command line of ``python -m r2sft.report``."""
+
+    _argument_group_name = "model and data"  # --help heading of fields without a group
 
     base: str = field(default=str(EMBEDDED_MODEL_DIR), metadata=_help("the base model."))
     finetuned: str = field(
@@ -59,21 +61,28 @@ class ReportArgs(TaskArgs):
     )
     split: str = field(default="test", metadata=_help("split to decode (the whole split)."))
     limit: int | None = field(default=None, metadata=_help("first N examples (None: all)."))
-    decoders: str = field(default="threshold,r2", metadata=_help("decoders, comma-separated."))
+    decoders: str = field(
+        default="threshold,r2", metadata=_help("decoders, comma-separated.", "decoding")
+    )
     preset: str = field(
-        default="model", metadata=_help("decoder settings of both models (see r2sft.evaluate).")
+        default="model",
+        metadata=_help("decoder settings of both models (see r2sft.evaluate).", "decoding"),
     )
     levers: bool = field(
         default=False,
-        metadata=_help("also decode with official values / the preset, early exit off / on."),
+        metadata=_help(
+            "also decode with official values / the preset, early exit off / on.", "decoding"
+        ),
     )
     output: str = field(
-        default=str(OUTPUTS_DIR / "pipeline_report.json"), metadata=_help("JSON report path.")
+        default=str(OUTPUTS_DIR / "pipeline_report.json"),
+        metadata=_help("JSON report path.", "run and output"),
     )
     commands: list[str] | None = field(
-        default=None, metadata=_help("the commands that made the models (recorded as given).")
+        default=None,
+        metadata=_help("the commands that made the models (recorded as given).", "run and output"),
     )
-    batch_size: int = field(default=32, metadata=_help("sequences per forward batch."))
+    batch_size: int = field(default=32, metadata=_help("sequences per forward batch.", "decoding"))
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
     device: str | None = field(default=None, metadata=_help("e.g. cuda (None: CPU / CUDA)."))
 
@@ -176,7 +185,7 @@ def report(args: ReportArgs) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_config(ReportArgs, args=argv)
+    args = parse_config(ReportArgs, args=argv, command="python -m r2sft.report", summary=__doc__)
     result = report(args)
     for role in ("base", "finetuned"):
         for name, metrics in result[role].items():

@@ -46,24 +46,27 @@ from pathlib import Path
 from typing import Any
 
 from r2sft.collect import CollectConfig
-from r2sft.config import parse_config
+from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import OUTPUTS_DIR, REPO_ROOT
 from r2sft.report import measure_model
 from r2sft.tasks import get_task
+from r2sft.threads import cpu_thread_env
 
 ROUNDS_FILE = "rounds.json"
 PLOT_FILE = "rounds.png"
 EVAL_FILE = "eval.json"
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass
 class RoundsConfig:
     """Command line of ``python -m r2sft.rounds``."""
+
+    _argument_group_name = "training"  # --help heading of fields without a group
 
     collect_config: str = field(
         default=str(REPO_ROOT / "configs/collect_embedded.yaml"),
@@ -90,20 +93,35 @@ class RoundsConfig:
     max_accuracy_drop: float = field(
         default=0.02, metadata=_help("stop when held-out accuracy falls this far below base.")
     )
-    eval_task: str = field(default="arith", metadata=_help("task of the held-out decode."))
-    eval_data_path: str | None = field(default=None, metadata=_help("its data (None: default)."))
-    eval_split: str = field(default="dev", metadata=_help("held-out split decoded per round."))
-    eval_limit: int | None = field(default=None, metadata=_help("its first N (None: all)."))
+    eval_task: str = field(
+        default="arith", metadata=_help("task of the held-out decode.", "tracking")
+    )
+    eval_data_path: str | None = field(
+        default=None, metadata=_help("its data (None: default).", "tracking")
+    )
+    eval_split: str = field(
+        default="dev", metadata=_help("held-out split decoded per round.", "tracking")
+    )
+    eval_limit: int | None = field(
+        default=None, metadata=_help("its first N (None: all).", "tracking")
+    )
     eval_preset: str = field(
-        default="model", metadata=_help("decoder preset of the held-out decode (model | official).")
+        default="model",
+        metadata=_help("decoder preset of the held-out decode (model | official).", "tracking"),
     )
     eval_early_exit: bool | None = field(
-        default=None, metadata=_help("early exit in the held-out decode (None: the preset's).")
+        default=None,
+        metadata=_help("early exit in the held-out decode (None: the preset's).", "tracking"),
     )
-    output_dir: str = field(default=str(OUTPUTS_DIR / "rounds"), metadata=_help("run folder."))
-    num_processes: int = field(default=1, metadata=_help("accelerate processes per stage."))
+    output_dir: str = field(
+        default=str(OUTPUTS_DIR / "rounds"), metadata=_help("run folder.", "run and output")
+    )
+    num_processes: int = field(
+        default=1, metadata=_help("accelerate processes per stage.", "run and output")
+    )
     accelerate_config: str | None = field(
-        default=None, metadata=_help("accelerate config file of the stages (DeepSpeed...).")
+        default=None,
+        metadata=_help("accelerate config file of the stages (DeepSpeed...).", "run and output"),
     )
 
     def __post_init__(self) -> None:
@@ -167,10 +185,12 @@ def _launch(config: RoundsConfig, script: str, flags: list[str]) -> list[str]:
 
 
 def _run(command: list[str]) -> None:
-    env = dict(os.environ)
-    # accelerate launch pins OMP_NUM_THREADS to 1 unless set; one CPU process may use all.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1))))
-    subprocess.run(command, check=True, env=env)
+    """Run a stage command (it names its ``--model``)."""
+
+    # accelerate launch pins OMP_NUM_THREADS to 1 unless set: the threads that fit the model
+    # (the caller's own OMP_NUM_THREADS / GOMP_SPINCOUNT are kept).
+    model = command[command.index("--model") + 1]
+    subprocess.run(command, check=True, env={**os.environ, **cpu_thread_env(model)})
 
 
 def evaluate_round(config: RoundsConfig, model: str, path: Path) -> dict[str, Any]:
@@ -274,7 +294,9 @@ def run_rounds(config: RoundsConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_config(RoundsConfig, args=argv)
+    config = parse_config(
+        RoundsConfig, args=argv, command="python -m r2sft.rounds", summary=__doc__
+    )
     state = run_rounds(config)
     for record in state["rounds"]:
         parts = [f"{name} accuracy {record[name]['accuracy']:.4f} mean NFE "

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import r2sft.modeling  # noqa: F401  (registers r2sft's classes with the Auto classes)
+from r2sft.hub import hub_offline, offline_hint, require_hub
 
 # Roles a spec assigns token ids to, and where the config / tokenizer keep them.
 _ID_FIELDS = ("mask_token_id", "eos_token_id", "eot_token_id", "pad_token_id")
@@ -219,6 +220,26 @@ class ModelLoadError(ValueError):
     """The model source is missing or damaged; the message names it and the fix."""
 
 
+MODEL_FOLDER_FIX = "Pass --model a local model folder (config.json, weights, tokenizer)"
+
+
+def require_model_download(name_or_path: str) -> None:
+    """A model named by a Hub id (no such local folder) needs the Hub: fail in seconds when
+    it cannot be reached (:func:`r2sft.hub.require_hub`), before any retrying download.
+    Anything else (a folder, a path that is no Hub id) is left to the load to check."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+
+    if Path(name_or_path).expanduser().is_dir():
+        return
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        return
+    require_hub(f"model {name_or_path!r}", MODEL_FOLDER_FIX)
+
+
 def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """The transformers config of a model folder or Hub id, after checking the source.
 
@@ -252,6 +273,7 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
             raise ModelLoadError(
                 f"model folder {name_or_path} does not exist (and it is not a Hub id); {fix}."
             ) from None
+        require_model_download(name_or_path)
     try:
         if trust_remote_code:  # the model type, read without running the checkpoint's code
             config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
@@ -259,8 +281,17 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
                 trust_remote_code = False
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as error:
-        where = "" if path.is_dir() else f"no local folder {name_or_path!r}, and the Hub: "
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{error}") from error
+        if path.is_dir():
+            raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from error
+
+        if hub_offline():
+            hint = f"{MODEL_FOLDER_FIX}, or unset HF_HUB_OFFLINE to download it"
+        else:
+            hint = offline_hint(MODEL_FOLDER_FIX)
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: no local folder of that name, and from the "
+            f"Hub: {str(error).rstrip('.')}. {hint}."
+        ) from error
     except ValueError as error:  # a model_type transformers does not know
         if "model type" not in str(error) and "model_type" not in str(error):
             raise

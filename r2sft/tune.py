@@ -2,9 +2,11 @@
 
 Launch::
 
-    # the embedded model on its dev split; --write stores data/tiny-llada/r2sft_decoding.json
-    python -m r2sft.tune --write
+    # the embedded model on its dev split: report, plot and preset in outputs/tune
+    python -m r2sft.tune
     python -m r2sft.tune --limit 50 --output outputs/tune-quick
+    # update the preset the checkout ships with the embedded model, on purpose
+    python -m r2sft.tune --write_to data/tiny-llada
     # LLaDA-8B-Instruct on 200 GSM8K train problems (not the test split), on a GPU
     python -m r2sft.tune --model path/to/LLaDA-8B-Instruct --task gsm8k --data_path data/gsm8k \\
         --split train --limit 200 --device cuda --dtype bfloat16 --batch_size 32 --write
@@ -21,9 +23,11 @@ at most 5% more forwards: a window makes every forward cheaper) and the KV cache
 Every setting decodes with early exit, which leaves responses unchanged. Per decoder
 (``threshold``, ``r2``) the pick is the setting with the fewest mean forwards whose accuracy
 is at most ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed,
-and written with a Pareto plot of accuracy against mean NFE to ``--output``); ``--write``
-stores the picks as the model's ``r2sft_decoding.json``, which every r2sft entry point then
-uses by default.
+and written with a Pareto plot of accuracy against mean NFE and the picks as a preset,
+``r2sft_decoding.json``, to ``--output``: ``--preset OUTPUT`` decodes with it). ``--write``
+also stores the preset in the model's folder, which every r2sft entry point then uses by
+default; the models shipped in the checkout's ``data/`` are changed only by naming them,
+``--write_to data/tiny-llada``.
 
 Decoder options given on the command line (e.g. ``--gen_length``) fix those values for the
 whole search; everything else starts from the official values.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,10 +47,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from r2sft.config import parse_config
+from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs, DecoderConfig
-from r2sft.decoding.presets import OFFICIAL, RUN_FIELDS, DecoderPreset, write_preset
-from r2sft.paths import EMBEDDED_MODEL_DIR, OUTPUTS_DIR
+from r2sft.decoding.presets import OFFICIAL, PRESET_FILE, RUN_FIELDS, DecoderPreset, write_preset
+from r2sft.paths import DATA_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
 from r2sft.specs import default_device, load_model
 from r2sft.tasks import TaskArgs
@@ -68,33 +73,53 @@ REFRESH_SHARES = (0.25, 0.5)
 WINDOW_NFE_SLACK = 1.05
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass
 class TuneArgs(TaskArgs, DecoderArgs):
     """Command line of ``python -m r2sft.tune``."""
 
+    _argument_group_name = "model and data"  # --help heading of fields without a group
+
     model: str = field(default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id."))
     split: str = field(default="dev", metadata=_help("split to tune on (not the one you report)."))
     limit: int | None = field(default=200, metadata=_help("first N examples (None: all)."))
     budget: int = field(
-        default=10000, metadata=_help("most example decodes in all (settings x examples).")
+        default=10000,
+        metadata=_help("most example decodes in all (settings x examples).", "tuning"),
     )
     max_accuracy_drop: float = field(
-        default=0.01, metadata=_help("accuracy a pick may lose against threshold 0.9.")
+        default=0.01, metadata=_help("accuracy a pick may lose against threshold 0.9.", "tuning")
     )
     write: bool = field(
-        default=False, metadata=_help("store the picks as the model's r2sft_decoding.json.")
+        default=False,
+        metadata=_help(
+            "also store the preset as the model folder's r2sft_decoding.json, its default "
+            "decoder settings (not for a model shipped in the checkout's data/: --write_to).",
+            "run and output",
+        ),
+    )
+    write_to: str | None = field(
+        default=None,
+        metadata=_help(
+            "also store the preset as FOLDER/r2sft_decoding.json, e.g. data/tiny-llada to "
+            "update the shipped embedded model's preset on purpose.",
+            "run and output",
+        ),
     )
     output: str = field(
-        default=str(OUTPUTS_DIR / "tune"), metadata=_help("folder for tune.json and pareto.png.")
+        default=str(OUTPUTS_DIR / "tune"),
+        metadata=_help(
+            "folder for tune.json, pareto.png and the preset (r2sft_decoding.json).",
+            "run and output",
+        ),
     )
-    batch_size: int = field(default=32, metadata=_help("sequences per forward batch."))
+    batch_size: int = field(default=32, metadata=_help("sequences per forward batch.", "decoding"))
     dtype: str = field(default="auto", metadata=_help("auto | bfloat16 | float32."))
     device: str | None = field(default=None, metadata=_help("e.g. cuda (None: CUDA if any)."))
-    progress: bool = field(default=True, metadata=_help("show a progress bar."))
+    progress: bool = field(default=True, metadata=_help("show a progress bar.", "run and output"))
 
     def __post_init__(self) -> None:
         self.check_task_args()
@@ -107,6 +132,16 @@ class TuneArgs(TaskArgs, DecoderArgs):
             raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
         if self.write and not Path(self.model).is_dir():
             raise ValueError(f"--write needs a local model folder; {self.model} is not one.")
+        if self.write and Path(self.model).resolve().is_relative_to(DATA_DIR.resolve()):
+            model, output = _shown_path(self.model), _shown_path(self.output)
+            raise ValueError(
+                f"--write would change {model}/{PRESET_FILE}, the preset this checkout ships. "
+                f"The preset is written to {output}/{PRESET_FILE} anyway (decode with it: "
+                f"--preset {output}); to update the shipped one on purpose, pass --write_to "
+                f"{model} instead of --write."
+            )
+        if self.write_to is not None and not Path(self.write_to).is_dir():
+            raise ValueError(f"--write_to {self.write_to}: no such folder.")
 
 
 # ----------------------------------------------------------------------------- the search
@@ -287,9 +322,19 @@ def tune(args: TuneArgs) -> dict[str, Any]:
     report["preset"] = json.loads(preset.to_json())
     (output / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     plot_pareto(report, output / PLOT_FILE)
+    written = [write_preset(output, preset)]
     if args.write:
-        report["written"] = str(write_preset(args.model, preset))
+        written.append(write_preset(args.model, preset))
+    if args.write_to is not None:
+        written.append(write_preset(args.write_to, preset))
+    report["written"] = [str(path) for path in written]
     return report
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it (for messages)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def preset_from_picks(picks: dict[str, Any], report: dict[str, Any], decoder_for: Any) -> Any:
@@ -368,7 +413,7 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_config(TuneArgs, args=argv)
+    args = parse_config(TuneArgs, args=argv, command="python -m r2sft.tune", summary=__doc__)
     report = tune(args)
     summary = {k: report[k] for k in ("model", "task", "split", "num_examples",
                                       "settings_decoded", "picks")}  # fmt: skip
@@ -376,8 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["baseline_accuracy"] = report["baseline"]["accuracy"]
     print(json.dumps(summary, indent=2))
     print(f"wrote {Path(args.output) / REPORT_FILE} and {Path(args.output) / PLOT_FILE}")
-    if "written" in report:
-        print(f"wrote the decoder preset {report['written']}")
+    print(f"wrote the decoder preset to {', '.join(report['written'])}")
     return report
 
 

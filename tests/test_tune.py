@@ -88,8 +88,11 @@ def test_tune_writes_report_plot_and_a_valid_preset(tmp_path, monkeypatch):
     monkeypatch.setattr(r2sft.tune, "R2_KS", (2,))
     model = tmp_path / "model"
     shutil.copytree(EMBEDDED_MODEL_DIR, model, ignore=shutil.ignore_patterns(PRESET_FILE))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     args = TuneArgs(model=str(model), limit=8, budget=8 * 14, write=True,
-                    output=str(tmp_path / "tune"), progress=False)  # fmt: skip
+                    write_to=str(elsewhere), output=str(tmp_path / "tune"),
+                    progress=False)  # fmt: skip
     report = tune(args)
     saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
     assert (tmp_path / "tune" / "pareto.png").stat().st_size > 1000
@@ -103,6 +106,10 @@ def test_tune_writes_report_plot_and_a_valid_preset(tmp_path, monkeypatch):
         assert chosen["accuracy"] >= floor - 1e-9
         same = [r for r in saved["r2_settings"] + saved["threshold_curve"] if r["decoder"] == name]
         assert chosen["mean_nfe"] == min(r["mean_nfe"] for r in same if r["accuracy"] >= floor)
+    targets = [tmp_path / "tune", model, elsewhere]  # the output folder, --write, --write_to
+    assert report["written"] == [str(folder / PRESET_FILE) for folder in targets]
+    shipped = [(folder / PRESET_FILE).read_text() for folder in targets]
+    assert shipped[0] == shipped[1] == shipped[2]
     preset = read_preset(model / PRESET_FILE)
     assert preset.decoders["r2"]["r2"] and preset.decoders["r2"]["early_exit"]
     assert preset.decoders["r2"]["gen_length"] == 64 and preset.tuned["split"] == "dev"
@@ -129,3 +136,16 @@ def test_tune_searches_the_forward_options_and_writes_them(tmp_path, monkeypatch
         written = report["preset"]["decoders"][name]
         for field in ("threshold_alpha", "suffix_window", "suffix_tail", "cache_refresh"):
             assert written[field] == chosen.get(field, written[field])
+
+
+def test_write_refuses_to_change_the_shipped_preset_and_names_write_to(tmp_path):
+    """``--write`` on the embedded model would rewrite a file of the checkout: refused at
+    parse time, naming the output folder's copy and the explicit --write_to."""
+    with pytest.raises(ValueError) as error:
+        TuneArgs(write=True, output=str(tmp_path / "tune"))
+    message = str(error.value)
+    assert "the preset this checkout ships" in message
+    assert "--write_to " in message and "tiny-llada" in message
+    assert f"{tmp_path / 'tune'}/{PRESET_FILE}" in message
+    with pytest.raises(ValueError, match="--write_to .*no such folder"):
+        TuneArgs(write_to=str(tmp_path / "missing"))

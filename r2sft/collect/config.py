@@ -16,6 +16,7 @@ from typing import Any
 
 from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
 from r2sft.collect.selection import SELECTION_POLICIES, get_policy, policy_help
+from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
 from r2sft.tasks import TaskArgs, task_class
@@ -49,8 +50,8 @@ SCORE_FIELDS = {
 }
 
 
-def _help(text: str) -> dict[str, Any]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, Any]:
+    return option(text, group)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class CollectConfig(TaskArgs, DecoderArgs):
     decoder fields (``decoder`` and its overrides) are those of every entry point.
     """
 
+    _argument_group_name = "model and data"  # --help heading of fields without a group
+
     # --- data and model
     model: str = field(
         default=str(EMBEDDED_MODEL_DIR), metadata=_help("model folder or Hub id (a dLLM).")
@@ -100,61 +103,101 @@ class CollectConfig(TaskArgs, DecoderArgs):
     )
     dtype: str = field(default="auto", metadata=_help("model dtype: auto, bfloat16, float32."))
     # --- candidates
-    num_candidates: int = field(default=4, metadata=_help("candidates K per prompt."))
+    num_candidates: int = field(
+        default=4, metadata=_help("candidates K per prompt.", "candidates and selection")
+    )
     seed: int = field(
-        default=0, metadata=_help("base seed; candidate seeds derive from (seed, prompt, k).")
+        default=0,
+        metadata=_help(
+            "base seed; candidate seeds derive from (seed, prompt, k).", "candidates and selection"
+        ),
     )
     temperature: float = field(
-        default=0.5, metadata=_help("Gumbel-noise temperature of the sampled candidates.")
+        default=0.5,
+        metadata=_help(
+            "Gumbel-noise temperature of the sampled candidates.", "candidates and selection"
+        ),
     )
     greedy_first: bool = field(
         default=True,
-        metadata=_help("without decoder_mix: decode candidate 0 greedily (temperature 0)."),
+        metadata=_help(
+            "without decoder_mix: decode candidate 0 greedily (temperature 0).",
+            "candidates and selection",
+        ),
     )
     decoder_mix: list[str] | None = field(
         default=None,
         metadata=_help(
             'decoders of the K candidates, each "SHARE: DECODER key=value ...", e.g. "0.5: r2" '
             '"0.5: threshold threshold=0.6 temperature=0.7"; shares sum to 1 (None: the '
-            "run's decoder, greedy_first and temperature)."
+            "run's decoder, greedy_first and temperature).",
+            "candidates and selection",
         ),
     )
     selection: str = field(
         default="r_total",
-        metadata={
-            "help": f"which correct candidate a prompt keeps: {policy_help()}. r_total is the "
+        metadata=option(
+            f"which correct candidate a prompt keeps: {policy_help()}. r_total is the "
             "paper's; a resumed run may change it.",
-            "choices": SELECTION_POLICIES,
-        },
+            "candidates and selection",
+            choices=SELECTION_POLICIES,
+        ),
     )
     # --- redundancy measurement (None: RedundancyConfig default)
-    score_window: int | None = field(default=None, metadata=_help("R_s window w."))
-    score_tau_s: float | None = field(default=None, metadata=_help("R_s threshold tau_s."))
-    score_u_max: int | None = field(default=None, metadata=_help("R_s u_max."))
-    score_token_cluster_tau: float | None = field(
-        default=None, metadata=_help("R_s token clusters: count only runs with max conf > it.")
+    score_window: int | None = field(
+        default=None, metadata=_help("R_s window w.", "redundancy scoring")
     )
-    score_temporal_k: int | None = field(default=None, metadata=_help("R_t streak K."))
-    score_tau_t: float | None = field(default=None, metadata=_help("R_t confidence tau_t."))
-    lambda_s: float | None = field(default=None, metadata=_help("weight of R_s in R_total."))
-    lambda_t: float | None = field(default=None, metadata=_help("weight of R_t in R_total."))
+    score_tau_s: float | None = field(
+        default=None, metadata=_help("R_s threshold tau_s.", "redundancy scoring")
+    )
+    score_u_max: int | None = field(
+        default=None, metadata=_help("R_s u_max.", "redundancy scoring")
+    )
+    score_token_cluster_tau: float | None = field(
+        default=None,
+        metadata=_help(
+            "R_s token clusters: count only runs with max conf > it.", "redundancy scoring"
+        ),
+    )
+    score_temporal_k: int | None = field(
+        default=None, metadata=_help("R_t streak K.", "redundancy scoring")
+    )
+    score_tau_t: float | None = field(
+        default=None, metadata=_help("R_t confidence tau_t.", "redundancy scoring")
+    )
+    lambda_s: float | None = field(
+        default=None, metadata=_help("weight of R_s in R_total.", "redundancy scoring")
+    )
+    lambda_t: float | None = field(
+        default=None, metadata=_help("weight of R_t in R_total.", "redundancy scoring")
+    )
     # --- run
     output_dir: str = field(
         default=str(DEFAULT_COLLECT_DIR),
         metadata=_help("where shards, datasets and summary go (default: outputs/collect of "
-                       "the checkout, whatever the working directory)."),
+                       "the checkout, whatever the working directory).", "run and output"),
     )  # fmt: skip
-    batch_size: int = field(default=32, metadata=_help("sequences decoded per forward batch."))
+    batch_size: int = field(
+        default=32, metadata=_help("sequences decoded per forward batch.", "run and output")
+    )
     prompts_per_shard: int | None = field(
         default=None,
-        metadata=_help("prompts per shard file / resume unit (None: batch_size)."),
+        metadata=_help(
+            "prompts per shard file / resume unit (None: batch_size).", "run and output"
+        ),
     )
     push_to_hub: str | None = field(
-        default=None, metadata=_help("Hub dataset repo for the selected set (token: HF_TOKEN).")
+        default=None,
+        metadata=_help(
+            "Hub dataset repo for the selected set (token: HF_TOKEN).", "run and output"
+        ),
     )
-    hub_private: bool = field(default=False, metadata=_help("create the Hub repo private."))
+    hub_private: bool = field(
+        default=False, metadata=_help("create the Hub repo private.", "run and output")
+    )
     dist_timeout_s: int = field(
-        default=7200, metadata=_help("how long processes wait for each other at barriers.")
+        default=7200,
+        metadata=_help("how long processes wait for each other at barriers.", "run and output"),
     )
 
     def __post_init__(self) -> None:

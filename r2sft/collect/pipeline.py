@@ -45,7 +45,7 @@ from r2sft.scoring import (
     model_max_length,
     prepare_prompts,
 )
-from r2sft.specs import ModelLoadError, load_model
+from r2sft.specs import ModelLoadError, load_model, require_model_download
 from r2sft.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -214,14 +214,13 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             f"the embedded model {EMBEDDED_MODEL_DIR} is missing from this checkout; rebuild it "
             "with `python launch/pretrain_embedded.py` or pass --model."
         )
+    require_model_download(config.model)  # an unreachable Hub: named now, not after retries
     # Inputs checked before the (possibly long) model load.
     store = ShardStore(config.output_dir)
     inputs = (config.fingerprint(), model_fingerprint(config.model), prompt_hashes(examples))
     resumed = store.check_compatible(*inputs)  # on every rank: all fail alike
     if config.push_to_hub:
         check_hub_access(config.push_to_hub)
-    if accelerator.is_main_process:
-        store.prepare(*inputs)
     try:
         loaded = load_model(config.model, dtype=config.dtype, device=accelerator.device)
     except ModelLoadError:
@@ -233,6 +232,8 @@ def run_collect(config: CollectConfig) -> dict[str, Any] | None:
             "masked_lm)."
         ) from error
     model, tokenizer, spec = loaded.model, loaded.tokenizer, loaded.spec
+    if accelerator.is_main_process:  # after the load: a failed load leaves no output folder
+        store.prepare(*inputs)
     items, invalid = prepare_prompts(
         task, examples, tokenizer, plan.base.gen_length, model_max_length(model),
         config.max_prompt_tokens, config.skip_invalid,

@@ -83,7 +83,7 @@ DecoderArgs = optional_twin(
     "DecoderArgs",
     bases=(_DecoderArgsMethods,),
     skip=RUN_FIELDS - {"temperature"},
-    default_label="official",
+    default_label="the preset's, officially",
     leading=[
         ("decoder", str, dataclasses.field(
             default="r2", metadata={"help": "decoder: " + " | ".join(DECODER_NAMES)})),
@@ -94,6 +94,7 @@ DecoderArgs = optional_twin(
     ],  # fmt: skip
     module=__name__,
 )
+DecoderArgs._argument_group_name = "decoding"  # its --help heading (r2sft.config)
 DecoderArgs.__doc__ = """The decoder options of a config or command line: a decoder name, a
 preset and every :class:`DecoderConfig` field as an optional override (None: from the task's
 canvas or the preset). See the module docstring."""

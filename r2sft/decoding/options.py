@@ -100,13 +100,13 @@ def optional_twin(
     skip: Iterable[str] = (),
     leading: Iterable[tuple[str, Any, dataclasses.Field]] = (),
     module: str | None = None,
-    default_label: str = "default",
+    default_label: str = "the default",
 ) -> type:
     """A dataclass with every option field of ``source`` (but ``skip``) as ``T | None =
     None``, named by its ``flag``, with the same help (plus "not set: ...") and check.
 
     ``leading`` fields come first (e.g. the decoder name); ``bases`` give the methods; each
-    help ends with ``(default_label: source default)``.
+    help ends with ``(None: default_label source-default)``.
     """
     hints = typing.get_type_hints(source)
     skipped = set(skip)
@@ -115,7 +115,7 @@ def optional_twin(
         if item.name in skipped:
             continue
         metadata = {**item.metadata, "flag": None, "source": item.name}
-        metadata["help"] = f"{item.metadata['help']} ({default_label}: {item.default!r})"
+        metadata["help"] = f"{item.metadata['help']} (None: {default_label} {item.default!r})"
         fields.append(
             (_flag(item), hints[item.name] | None, dataclasses.field(default=None,
                                                                      metadata=metadata))

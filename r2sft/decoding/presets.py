@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from r2sft.decoding.config import DECODER_FIELDS, DECODER_NAMES, decoder_config
+from r2sft.hub import require_hub
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def model_preset(model: str | Path | None) -> DecoderPreset | None:
         RepositoryNotFoundError,
     )
 
+    # An unreachable Hub: named in seconds, not after a minute of retries.
+    require_hub(f"the decoder preset {PRESET_FILE} of model {model!r}",
+                "pass --preset official (or a preset file), or --model a local folder")
     try:
         return read_preset(hf_hub_download(str(model), PRESET_FILE))
     except (EntryNotFoundError, RepositoryNotFoundError):

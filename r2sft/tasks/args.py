@@ -26,6 +26,8 @@ class TaskArgs:
     """The task options of a config or command line (collect, evaluate, training's
     tracking, the benches inherit these fields): which task, its data and its options."""
 
+    _argument_group_name = "model and data"  # the --help heading (r2sft.config)
+
     task: str = field(
         default=EMBEDDED_TASK,
         metadata=_help(f"task name (r2sft.tasks): {_task_names()}."),

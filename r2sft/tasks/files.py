@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from r2sft.hub import hub_offline, require_hub
+
 
 class InvalidRecordError(ValueError):
     """A data record cannot be used; the message names the file, line and problem."""
@@ -118,10 +120,28 @@ def find_split_file(root: Path, split: str) -> Path:
 
 
 def load_hub_rows(name: str, split: str, config_name: str | None = None) -> list[dict[str, Any]]:
-    """The rows of a Hub data set's split, each with ``_line`` (needs network)."""
-    from datasets import load_dataset  # only when a Hub name is used
+    """The rows of a Hub data set's split, each with ``_line`` (needs network, or
+    ``HF_HUB_OFFLINE=1`` and the data set in the cache).
 
-    rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
+    Raises:
+        HubUnreachableError: the Hub cannot be reached (asked once, in seconds).
+        FileNotFoundError: offline, and the data set is not in the cache.
+    """
+
+    fix = f"Pass --data_path a local copy (a folder with {split}.jsonl, or a JSONL file)"
+    require_hub(f"data set {name!r} (split {split})", fix)
+    from datasets import load_dataset  # only when a Hub name is used (a slow import)
+
+    try:
+        rows = [dict(row) for row in load_dataset(name, config_name, split=split)]
+    except (ConnectionError, OSError) as error:
+        if not hub_offline():
+            raise
+        raise FileNotFoundError(
+            f"data set {name!r} (split {split}) is not in the Hugging Face cache and "
+            f"HF_HUB_OFFLINE is set ({type(error).__name__}). {fix}, or unset HF_HUB_OFFLINE "
+            "to download it."
+        ) from None
     for index, row in enumerate(rows):
         row["_line"] = index + 1
     return rows

@@ -18,45 +18,59 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from r2sft.config import option
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_COLLECT_DIR, DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR
 from r2sft.tasks import TaskArgs
 from r2sft.training.registry import OBJECTIVES, get_objective, objective_help, objective_options
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, group: str | None = None) -> dict[str, str]:
+    return option(text, group)
 
 
 @dataclass
 class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs, *objective_options()):
+    """The options of ``train.py``: r2sft's fields and transformers' TrainingArguments."""
+
     # Each objective's own options (llada_eps, trajectory_*, cf_*) are declared on its
     # registry entry (r2sft.training.registry) and inherited here.
+    # --help: fields without a group of their own are training options.
+    _argument_group_name = "training"
+
     # ------------------------------------------------------------------ model and data
     model: str = field(
         default=str(EMBEDDED_MODEL_DIR),
-        metadata=_help("Base model: a local folder or Hub repo id (loaded by r2sft.specs)."),
+        metadata=_help(
+            "Base model: a local folder or Hub repo id (loaded by r2sft.specs).", "model and data"
+        ),
     )
     dtype: str = field(
         default="float32",
-        metadata=_help("Weights dtype for training: float32 | bfloat16 | auto (checkpoint's)."),
+        metadata=_help(
+            "Weights dtype for training: float32 | bfloat16 | auto (checkpoint's).",
+            "model and data",
+        ),
     )
     trust_remote_code: bool = field(
         default=False,
         metadata=_help(
             "Allow the checkpoint's own modeling code (families without an r2sft class; "
-            "LLaDA and Dream always load with r2sft's own)."
+            "LLaDA and Dream always load with r2sft's own).",
+            "model and data",
         ),
     )
     data_dir: str = field(
         default=str(DEFAULT_COLLECT_DIR),
         metadata=_help(
             "collect.py output folder (its 'selected' trajectories are used) or a "
-            "datasets.save_to_disk folder itself."
+            "datasets.save_to_disk folder itself.",
+            "model and data",
         ),
     )
     max_train_samples: int | None = field(
-        default=None, metadata=_help("Use at most this many trajectories (None: all).")
+        default=None,
+        metadata=_help("Use at most this many trajectories (None: all).", "model and data"),
     )
     output_dir: str = field(
         default=str(DEFAULT_TRAIN_DIR),
@@ -71,7 +85,8 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs, *objective_options()
     allow_unselected_data: bool = field(
         default=False,
         metadata=_help("Train on data that is not a selected set (incorrect rows or several "
-                       "rows per prompt), e.g. collect.py's candidates/ on purpose."),
+                       "rows per prompt), e.g. collect.py's candidates/ on purpose.",
+                       "model and data"),
     )  # fmt: skip
 
     # ------------------------------------------------------------------ objective
@@ -129,12 +144,16 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs, *objective_options()
     # ------------------------------------------------------------------ tracking
     # (the task and decoder fields come from TaskArgs / DecoderArgs; gen_length and
     # block_length of the tracking decoder default to the collect decoder's)
-    eval_split: str = field(default="dev", metadata=_help("Held-out split decoded at every save."))
+    eval_split: str = field(
+        default="dev", metadata=_help("Held-out split decoded at every save.", "tracking")
+    )
     eval_limit: int = field(
-        default=48, metadata=_help("Held-out prompts decoded at every save (0: no tracking).")
+        default=48,
+        metadata=_help("Held-out prompts decoded at every save (0: no tracking).", "tracking"),
     )
     eval_before_training: bool = field(
-        default=True, metadata=_help("Decode the held-out set with the base model (step 0).")
+        default=True,
+        metadata=_help("Decode the held-out set with the base model (step 0).", "tracking"),
     )
 
     # ------------------------------------------------------------------ Trainer defaults
@@ -144,7 +163,8 @@ class TrainConfig(TrainingArguments, TaskArgs, DecoderArgs, *objective_options()
     optim: str = "adamw_torch"
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = field(
-        default=16, metadata=_help("Sequences per forward batch of the tracking decode.")
+        default=16,
+        metadata=_help("Sequences per forward batch of the tracking decode.", "tracking"),
     )
     max_steps: int = field(
         default=8000, metadata=_help("Optimizer steps; <= 0 trains num_train_epochs instead.")

@@ -102,6 +102,9 @@ def register_objective(objective: Objective) -> Objective:
                 f"objective {other.name!r} declares too; options common to several "
                 "objectives belong to TrainConfig."
             )
+    # The --help heading of its options (r2sft.config), unless the options name their own.
+    if "_argument_group_name" not in vars(objective.options):
+        objective.options._argument_group_name = "objective options"
     OBJECTIVES[objective.name] = objective
     return objective
 

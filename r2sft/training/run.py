@@ -287,9 +287,10 @@ def build_tracker(
     )
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
     """Train, track, export (and upload); returns the final folder, the tracked records, the
-    trainer and the Hub URL (None without upload)."""
+    trainer and the Hub URL (None without upload). ``callbacks``: extra Trainer callbacks
+    (a bench's step timer, say), run after r2sft's own."""
     dataset = load_trajectories(
         config.data_dir, config.max_train_samples, allow_unselected=config.allow_unselected_data
     )
@@ -321,7 +322,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         train_dataset=dataset,
         data_collator=collator,
         processing_class=loaded.tokenizer,
-        callbacks=[RunRecordCallback(record), tracker, StopAtMaxSteps()],
+        callbacks=[RunRecordCallback(record), tracker, StopAtMaxSteps(), *(callbacks or [])],
         sft_config=config,
         spec=loaded.spec,
     )
