@@ -527,3 +527,18 @@ def test_train_checks_the_hub_before_loading_the_model(tmp_path, monkeypatch) ->
                            hub_model_id="me/x")  # fmt: skip
     with pytest.raises(HubError, match="cannot reach the Hugging Face Hub"):
         run.train(config)
+
+
+def test_redundancy_options_are_declared_once_and_checked_at_parse_time() -> None:
+    """collect's --score_* / --lambda_* options are RedundancyConfig's fields (one declaration):
+    set ones reach the measurement, bad ones fail naming the flag."""
+    from r2sft.collect import CollectConfig
+    from r2sft.decoding import RedundancyConfig
+
+    config = CollectConfig(score_window=4, score_tau_t=0.5, lambda_t=0.25)
+    assert config.redundancy_config() == RedundancyConfig(window=4, tau_t=0.5, lambda_t=0.25)
+    assert CollectConfig().redundancy_config() == RedundancyConfig()
+    with pytest.raises(ValueError, match="--score_tau_s 1.5 is a confidence"):
+        CollectConfig(score_tau_s=1.5)
+    with pytest.raises(ValueError, match="--lambda_s -1.0 must be >= 0"):
+        CollectConfig(lambda_s=-1.0)

@@ -18,6 +18,7 @@ from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
 from r2sft.collect.selection import SELECTION_POLICIES, get_policy, policy_help
 from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
+from r2sft.decoding.redundancy import ScoreArgs
 from r2sft.paths import DEFAULT_COLLECT_DIR, EMBEDDED_MODEL_DIR
 from r2sft.tasks import TaskArgs, task_class
 
@@ -37,17 +38,6 @@ RUNTIME_FIELDS = frozenset(
         "selection",  # applied at the merge: re-running merges again with the new policy
     }
 )
-# CollectConfig field -> RedundancyConfig field for the redundancy measurement.
-SCORE_FIELDS = {
-    "score_window": "window",
-    "score_tau_s": "tau_s",
-    "score_u_max": "u_max",
-    "score_token_cluster_tau": "token_cluster_tau",
-    "score_temporal_k": "temporal_k",
-    "score_tau_t": "tau_t",
-    "lambda_s": "lambda_s",
-    "lambda_t": "lambda_t",
-}
 
 
 def _help(text: str, group: str | None = None) -> dict[str, Any]:
@@ -80,7 +70,7 @@ class CollectPlan:
 
 
 @dataclass
-class CollectConfig(TaskArgs, DecoderArgs):
+class CollectConfig(TaskArgs, DecoderArgs, ScoreArgs):
     """One collection run: candidates per prompt, scored and selected by lowest R_total.
 
     The task fields (``task``, ``data_path``, ``skip_invalid``, sandbox limits) and the
@@ -143,34 +133,6 @@ class CollectConfig(TaskArgs, DecoderArgs):
             choices=SELECTION_POLICIES,
         ),
     )
-    # --- redundancy measurement (None: RedundancyConfig default)
-    score_window: int | None = field(
-        default=None, metadata=_help("R_s window w.", "redundancy scoring")
-    )
-    score_tau_s: float | None = field(
-        default=None, metadata=_help("R_s threshold tau_s.", "redundancy scoring")
-    )
-    score_u_max: int | None = field(
-        default=None, metadata=_help("R_s u_max.", "redundancy scoring")
-    )
-    score_token_cluster_tau: float | None = field(
-        default=None,
-        metadata=_help(
-            "R_s token clusters: count only runs with max conf > it.", "redundancy scoring"
-        ),
-    )
-    score_temporal_k: int | None = field(
-        default=None, metadata=_help("R_t streak K.", "redundancy scoring")
-    )
-    score_tau_t: float | None = field(
-        default=None, metadata=_help("R_t confidence tau_t.", "redundancy scoring")
-    )
-    lambda_s: float | None = field(
-        default=None, metadata=_help("weight of R_s in R_total.", "redundancy scoring")
-    )
-    lambda_t: float | None = field(
-        default=None, metadata=_help("weight of R_t in R_total.", "redundancy scoring")
-    )
     # --- run
     output_dir: str = field(
         default=str(DEFAULT_COLLECT_DIR),
@@ -203,6 +165,7 @@ class CollectConfig(TaskArgs, DecoderArgs):
     def __post_init__(self) -> None:
         self.check_task_args()
         self.check_decoder_args()
+        self.check_score_args()
         checks = {
             "num_candidates": self.num_candidates >= 1,
             "batch_size": self.batch_size >= 1,
@@ -288,12 +251,7 @@ class CollectConfig(TaskArgs, DecoderArgs):
         return self.plan().redundancy
 
     def _resolve_redundancy(self) -> RedundancyConfig:
-        values = {
-            target: getattr(self, source)
-            for source, target in SCORE_FIELDS.items()
-            if getattr(self, source) is not None
-        }
-        return RedundancyConfig(**values)
+        return self.resolve_redundancy()
 
     def shard_prompts(self) -> int:
         """Prompts per shard file. The default, batch_size, fills whole batches in both decoder

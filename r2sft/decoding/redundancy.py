@@ -25,6 +25,7 @@ trajectory, so candidates decoded with different settings are scored on the same
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
@@ -78,13 +79,19 @@ class RedundancyConfig:
 
 
 class _ScoreArgsMethods:
-    def redundancy_config(self) -> RedundancyConfig:
+    def check_score_args(self) -> None:
+        """Range-check the values set here (at parse time, before any work)."""
+        names = [f.name for f in dataclasses.fields(ScoreArgs)]
+        check_options(self, names, prefix="--")
+
+    def resolve_redundancy(self) -> RedundancyConfig:
         """The redundancy settings: the options set here over the defaults."""
         return RedundancyConfig(**set_fields(self))
 
 
 ScoreArgs = optional_twin(RedundancyConfig, "ScoreArgs", bases=(_ScoreArgsMethods,),
                           module=__name__)  # fmt: skip
+ScoreArgs._argument_group_name = "redundancy scoring"  # its --help heading (r2sft.config)
 ScoreArgs.__doc__ = """The redundancy measurement of a command line: every
 :class:`RedundancyConfig` field as an optional ``--score_*`` / ``--lambda_*`` option."""
 
