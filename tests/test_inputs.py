@@ -542,3 +542,14 @@ def test_redundancy_options_are_declared_once_and_checked_at_parse_time() -> Non
         CollectConfig(score_tau_s=1.5)
     with pytest.raises(ValueError, match="--lambda_s -1.0 must be >= 0"):
         CollectConfig(lambda_s=-1.0)
+
+
+def test_decoder_and_redundancy_options_of_one_config_stay_apart() -> None:
+    """collect's --score_window is the redundancy measurement's window, never the decoder's
+    --window (both twins derive from fields called window)."""
+    from r2sft.collect import CollectConfig
+
+    config = CollectConfig(score_window=5, window=2, threshold_alpha=0.3)
+    assert config.redundancy_config().window == 5
+    assert config.resolve().window == 2 and config.resolve().threshold_alpha == 0.3
+    assert CollectConfig(score_window=5).resolve().window == 3  # the preset's / official

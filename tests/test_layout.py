@@ -186,3 +186,16 @@ def test_the_sandbox_harness_stays_standard_library_only() -> None:
         elif isinstance(node, ast.ImportFrom) and not node.level:
             imported.add((node.module or "").split(".")[0])
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_decoding_functions_stay_small() -> None:
+    """The decoding package is read by whoever adds a rule or a forward strategy: no function
+    in it over 80 lines (the sampler keeps only canvas bookkeeping; #24)."""
+    long = []
+    for path in sorted((PACKAGE / "decoding").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines})")
+    assert not long, f"functions over 80 lines: {long}"

@@ -240,3 +240,32 @@ def test_pruned_threshold_decoding_matches_the_streaming_dllm_sampler():
             assert result.tokens[row].tolist() == expected["tokens"], (name, row)
             assert int(result.nfe[row]) == expected["nfe"], (name, row)
             assert result.step_map[row].tolist() == expected["step_map"], (name, row)
+
+
+def test_streaming_options_reach_every_entry_point_and_presets(tmp_path):
+    """One declaration: the new options are flags of every command line, lm-eval model args
+    and preset fields, resolved into the decoder."""
+    from test_harness import harness_args
+
+    from r2sft.collect import CollectConfig
+    from r2sft.config import parse_config
+    from r2sft.decoding.presets import DecoderPreset, write_preset
+    from r2sft.evaluate import EvaluateArgs
+
+    flags = ["--suffix_window", "36", "--suffix_tail", "0", "--threshold_alpha", "0.3",
+             "--cache_reuse", "2", "--compile", "true"]  # fmt: skip
+    for args in (parse_config(EvaluateArgs, args=flags),
+                 parse_config(CollectConfig, args=flags)):  # fmt: skip
+        decoder = args.resolve()
+        assert (decoder.suffix_window, decoder.suffix_tail, decoder.threshold_alpha,
+                decoder.cache_reuse, decoder.compile) == (36, 0, 0.3, 2, True)  # fmt: skip
+    model_args = harness_args({"suffix_window": 32, "threshold_alpha": 0.5})
+    assert (model_args.resolve().suffix_window, model_args.resolve().threshold_alpha) == (32, 0.5)
+    preset = DecoderPreset("p", {"r2": {"suffix_window": 48, "threshold_alpha": 0.1,
+                                        "cache_refresh": 4}})  # fmt: skip
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_preset(folder, preset)
+    resolved = DecoderArgs(preset=str(folder)).resolve()
+    assert (resolved.suffix_window, resolved.threshold_alpha,
+            resolved.cache_refresh) == (48, 0.1, 4)  # fmt: skip

@@ -47,8 +47,7 @@ class _DecoderArgsMethods:
 
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""
-        return {name: value for name, value in set_fields(self).items()
-                if name in DECODER_ARG_FIELDS}  # fmt: skip
+        return set_fields(self, DecoderConfig)
 
     def resolve(
         self,

@@ -114,7 +114,7 @@ def optional_twin(
     for item in dataclasses.fields(source):
         if item.name in skipped:
             continue
-        metadata = {**item.metadata, "flag": None, "source": item.name}
+        metadata = {**item.metadata, "flag": None, "source": (source.__qualname__, item.name)}
         metadata["help"] = f"{item.metadata['help']} (None: {default_label} {item.default!r})"
         fields.append(
             (_flag(item), hints[item.name] | None, dataclasses.field(default=None,
@@ -126,13 +126,13 @@ def optional_twin(
     return twin
 
 
-def set_fields(instance: Any) -> dict[str, Any]:
-    """The fields of an :func:`optional_twin` instance that are set, under the names of the
-    fields of its source."""
+def set_fields(instance: Any, source: type) -> dict[str, Any]:
+    """The fields that ``instance`` (a class inheriting ``source``'s :func:`optional_twin`,
+    among other fields) sets, under the names of ``source``'s fields."""
     values = {}
     for item in dataclasses.fields(instance):
-        source = item.metadata.get("source")
+        origin = item.metadata.get("source")
         value = getattr(instance, item.name)
-        if source is not None and value is not None:
-            values[source] = value
+        if origin is not None and origin[0] == source.__qualname__ and value is not None:
+            values[origin[1]] = value
     return values

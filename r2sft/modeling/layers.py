@@ -169,17 +169,19 @@ def bidirectional_attention(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     dropout_p: float = 0.0,
+    kv_groups: int = 1,
 ) -> torch.Tensor:
-    """SDPA over (B, H, Lq, D) queries and (B, H_kv, Lk, D) keys / values, no causal mask.
+    """SDPA over (B, H, Lq, D) queries and (B, H_kv, Lk, D) keys / values, no causal mask;
+    ``kv_groups = H / H_kv`` (a plain int of the model's config, not read off the shapes: a
+    compiled step with dynamic shapes must not turn it into a symbolic value).
 
     Grouped-query attention: SDPA's native GQA runs on the flash kernel, which takes no mask;
     with a mask it would fall back to the slow math kernel, so the KV heads are shared
     explicitly when a mask is given.
     """
-    enable_gqa = k.shape[1] != q.shape[1]
+    enable_gqa = kv_groups > 1
     if enable_gqa and mask is not None:
-        repeats = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+        k, v = k.repeat_interleave(kv_groups, dim=1), v.repeat_interleave(kv_groups, dim=1)
         enable_gqa = False
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=False, enable_gqa=enable_gqa
@@ -235,7 +237,8 @@ def block_forward(
     v = heads(modules.v_proj, n_kv_heads)
     if kv_cache is not None:
         k, v = kv_cache.update(layer_index, k, v)
-    attn = bidirectional_attention(q, k, v, attention_mask, attention_dropout)
+    attn = bidirectional_attention(q, k, v, attention_mask, attention_dropout,
+                                   kv_groups=n_heads // n_kv_heads)  # fmt: skip
     attn = attn.transpose(1, 2).reshape(batch, length, n_heads * head_dim)
     hidden_states = hidden_states + modules.dropout(modules.o_proj(attn))
 

@@ -12,7 +12,6 @@ open a block or refresh, and one cached forward for the rest; each is one NFE of
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any, ClassVar
 
 import torch
@@ -30,7 +29,7 @@ class CompiledStep:
     (compiled graphs are reused by every later decode), falling back to the eager model with
     a one-line warning when compiling fails (e.g. no C++ compiler for a CPU build)."""
 
-    _by_model: ClassVar[dict[int, CompiledStep]] = {}
+    _ATTRIBUTE: ClassVar[str] = "_r2sft_compiled_step"
 
     def __init__(self, model: Any) -> None:
         on_gpu = next(model.parameters()).is_cuda
@@ -43,11 +42,13 @@ class CompiledStep:
 
     @classmethod
     def of(cls, model: Any) -> CompiledStep:
-        key = id(model)
-        if key not in cls._by_model:
-            cls._by_model[key] = cls(model)
-            weakref.finalize(model, cls._by_model.pop, key, None)
-        return cls._by_model[key]
+        step = vars(model).get(cls._ATTRIBUTE)
+        if step is None:
+            step = cls(model)
+            # Kept on the model (it lives as long as the model does); set past nn.Module's
+            # __setattr__, so it is no submodule and no state_dict entry.
+            object.__setattr__(model, cls._ATTRIBUTE, step)
+        return step
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.failed:
