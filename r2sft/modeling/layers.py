@@ -118,17 +118,26 @@ def rope_cos_sin(
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
 @Fused
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, L, D) queries or keys; math in the tables' dtype, result in x's dtype.
 
-    Half-split RoPE, ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = (-x2, x1)``,
-    computed as ``x * cos`` with each half's sine term added in place: no rotated copy of
-    ``x`` and a third fewer passes over it (with fp32 tables on bf16 activations, as LLaDA
-    does, these passes were a large share of an 8B forward's non-matmul time).
+    Half-split RoPE, ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = (-x2, x1)``.
+    fp32 activations (CPU runs, the fixtures) take exactly that formula, so their results
+    stay bit for bit what they were. Half-precision activations compute it as ``x * cos``
+    with each half's sine term added in place: no rotated copy, a third fewer passes over the
+    tensor (with LLaDA's fp32 tables on bf16 activations, those passes were a large share of
+    an 8B forward's time outside the matrix products; docs/results.md).
     """
-    half = x.shape[-1] // 2
     x_rot = x.to(cos.dtype)
+    if x.dtype == torch.float32:
+        return ((x_rot * cos) + (_rotate_half(x_rot) * sin)).to(x.dtype)
+    half = x.shape[-1] // 2
     out = x_rot * cos
     out[..., :half].addcmul_(x_rot[..., half:], sin[..., :half], value=-1)
     out[..., half:].addcmul_(x_rot[..., :half], sin[..., half:])
