@@ -8,8 +8,8 @@ wait: beside two busy processes the embedded model trained at 1/16 to 1/73 of it
 far below the CPU share it kept. With ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at
 once) it trains as fast alone and at 0.34-0.42 of that speed beside them; a short spin
 (``GOMP_SPINCOUNT`` 1000 or 10000) or one thread did worse (docs/results.md, "Training beside
-other processes"; ``bench/bench_shared_cpu.py``). A small model also gains nothing from more threads than it
-has work for.
+other processes"; ``bench/bench_shared_cpu.py``). A small model also gains nothing from
+more threads than it has work for.
 
 Both variables are read once, when the OpenMP runtime loads (``import torch``), so the
 launcher sets them: ``launch/pipeline_embedded.sh`` and ``python -m r2sft.rounds`` use
