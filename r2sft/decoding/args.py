@@ -47,7 +47,7 @@ class _DecoderArgsMethods:
 
     def decoder_overrides(self) -> dict[str, Any]:
         """The DecoderConfig fields this config sets (None ones left out)."""
-        return set_fields(self, DecoderConfig)
+        return set_fields(self, DecoderArgs)
 
     def resolve(
         self,

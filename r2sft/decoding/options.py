@@ -114,7 +114,7 @@ def optional_twin(
     for item in dataclasses.fields(source):
         if item.name in skipped:
             continue
-        metadata = {**item.metadata, "flag": None, "source": (source.__qualname__, item.name)}
+        metadata = {**item.metadata, "flag": None, "source": item.name}
         metadata["help"] = f"{item.metadata['help']} (None: {default_label} {item.default!r})"
         fields.append(
             (_flag(item), hints[item.name] | None, dataclasses.field(default=None,
@@ -126,13 +126,14 @@ def optional_twin(
     return twin
 
 
-def set_fields(instance: Any, source: type) -> dict[str, Any]:
-    """The fields that ``instance`` (a class inheriting ``source``'s :func:`optional_twin`,
-    among other fields) sets, under the names of ``source``'s fields."""
+def set_fields(instance: Any, twin: type) -> dict[str, Any]:
+    """The options of :func:`optional_twin` class ``twin`` that ``instance`` (a ``twin``, or
+    a config inheriting it, which may redeclare a field for another default) sets, under the
+    names of the source's fields."""
     values = {}
-    for item in dataclasses.fields(instance):
+    for item in dataclasses.fields(twin):
         origin = item.metadata.get("source")
         value = getattr(instance, item.name)
-        if origin is not None and origin[0] == source.__qualname__ and value is not None:
-            values[origin[1]] = value
+        if origin is not None and value is not None:
+            values[origin] = value
     return values

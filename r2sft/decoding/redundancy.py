@@ -86,7 +86,7 @@ class _ScoreArgsMethods:
 
     def resolve_redundancy(self) -> RedundancyConfig:
         """The redundancy settings: the options set here over the defaults."""
-        return RedundancyConfig(**set_fields(self, RedundancyConfig))
+        return RedundancyConfig(**set_fields(self, ScoreArgs))
 
 
 ScoreArgs = optional_twin(RedundancyConfig, "ScoreArgs", bases=(_ScoreArgsMethods,),
