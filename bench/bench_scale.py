@@ -636,8 +636,12 @@ def _run(args: BenchScaleArgs) -> dict[str, Any]:
         _section(report, "decode", progress,
                  lambda: time_decode(args, model, spec, config, device, tflops, progress,
                                      decode_deadline), reserve_s=reserve)  # fmt: skip
-    _section(report, "lora_step", progress,
-             lambda: lora_step(args, model, spec, config, device, tflops, progress))
+    _section(
+        report,
+        "lora_step",
+        progress,
+        lambda: lora_step(args, model, spec, config, device, tflops, progress),
+    )
     report["seconds"] = time.perf_counter() - progress.start
     report["args"] = asdict(args)
     return report

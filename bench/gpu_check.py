@@ -84,8 +84,9 @@ class GpuCheckArgs:
     )
     modes: str | None = field(
         default=None,
-        metadata={"help": "bench_scale's --modes (default: GPU_MODES on a GPU; its own with "
-                          "--tiny)"},
+        metadata={
+            "help": "bench_scale's --modes (default: GPU_MODES on a GPU; its own with --tiny)"
+        },
     )
     sections: str | None = field(
         default=None, metadata={"help": "comma-separated sections to run (default: all)"}

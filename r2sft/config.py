@@ -318,8 +318,11 @@ def _describe(actions: list[argparse.Action]) -> None:
         switch = f"; --no_{main.dest} means false" if rest else ""
         bare = "; the bare flag means true" if main.nargs == "?" else ""
         main.metavar = "true|false"
-        default = "" if main.default is None and "None" in text else (
-            f" (default: {_shown(main.default)})")
+        default = (
+            ""
+            if main.default is None and "None" in text
+            else (f" (default: {_shown(main.default)})")
+        )
         text += f" Takes true or false{bare}{switch}{default}."
     else:
         choices = getattr(main, "choices", None)

@@ -113,7 +113,6 @@ def measure_model(
     decoder options, resolved against this model's preset): label -> metrics and decoder."""
     from tqdm.auto import tqdm
 
-
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}
     # One bar over (setting, problem): with --levers a report decodes 10 settings per model.

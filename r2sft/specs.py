@@ -230,7 +230,6 @@ def require_model_download(name_or_path: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-
     if Path(name_or_path).expanduser().is_dir():
         return
     try:

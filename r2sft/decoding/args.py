@@ -84,12 +84,27 @@ DecoderArgs = optional_twin(
     skip=RUN_FIELDS - {"temperature"},
     default_label="the preset's, officially",
     leading=[
-        ("decoder", str, dataclasses.field(
-            default="r2", metadata={"help": "decoder: " + " | ".join(DECODER_NAMES)})),
-        ("preset", str, dataclasses.field(default=MODEL, metadata={"help": (
-            "decoder settings: model (the model folder's r2sft_decoding.json, else official) | "
-            "official (the R²-dLLM GSM8K values) | PATH (a preset JSON file or a folder "
-            "holding one). Options given here override it.")})),
+        (
+            "decoder",
+            str,
+            dataclasses.field(
+                default="r2", metadata={"help": "decoder: " + " | ".join(DECODER_NAMES)}
+            ),
+        ),
+        (
+            "preset",
+            str,
+            dataclasses.field(
+                default=MODEL,
+                metadata={
+                    "help": (
+                        "decoder settings: model (the model folder's r2sft_decoding.json, else official) | "
+                        "official (the R²-dLLM GSM8K values) | PATH (a preset JSON file or a folder "
+                        "holding one). Options given here override it."
+                    )
+                },
+            ),
+        ),
     ],  # fmt: skip
     module=__name__,
 )

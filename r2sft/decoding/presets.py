@@ -142,8 +142,10 @@ def model_preset(model: str | Path | None) -> DecoderPreset | None:
     )
 
     # An unreachable Hub: named in seconds, not after a minute of retries.
-    require_hub(f"the decoder preset {PRESET_FILE} of model {model!r}",
-                "pass --preset official (or a preset file), or --model a local folder")
+    require_hub(
+        f"the decoder preset {PRESET_FILE} of model {model!r}",
+        "pass --preset official (or a preset file), or --model a local folder",
+    )
     try:
         return read_preset(hf_hub_download(str(model), PRESET_FILE))
     except (EntryNotFoundError, RepositoryNotFoundError):

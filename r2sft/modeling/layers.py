@@ -54,9 +54,13 @@ class Fused:
 
     def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         half = x.dtype in (torch.bfloat16, torch.float16)
-        if (self.failed or not half or x.device.type not in self.device_types
-                or torch.is_grad_enabled()  # decoding only: no compiled backward to go wrong
-                or torch.compiler.is_compiling()):  # inside a compiled model: it fuses them
+        if (
+            self.failed
+            or not half
+            or x.device.type not in self.device_types
+            or torch.is_grad_enabled()  # decoding only: no compiled backward to go wrong
+            or torch.compiler.is_compiling()
+        ):  # inside a compiled model: it fuses them
             return self.function(x, *args)
         if self.compiled is None:
             self.compiled = torch.compile(self.function, dynamic=True)

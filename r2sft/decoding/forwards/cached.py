@@ -35,8 +35,9 @@ class CompiledStep:
         on_gpu = next(model.parameters()).is_cuda
         # reduce-overhead adds CUDA graphs: one replay instead of hundreds of kernel launches.
         # dynamic: one graph for every batch size and cache width (rows leave, views grow).
-        self.compiled = torch.compile(model, mode="reduce-overhead" if on_gpu else None,
-                                      dynamic=True)
+        self.compiled = torch.compile(
+            model, mode="reduce-overhead" if on_gpu else None, dynamic=True
+        )
         self.model = model
         self.failed = False
 
@@ -59,8 +60,11 @@ class CompiledStep:
                     return self.compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001  (any compiler failure: decode eagerly)
                 self.failed = True
-                logger.warning("--compile: torch.compile failed (%s: %s); decoding eagerly",
-                               type(error).__name__, str(error).splitlines()[0][:200])
+                logger.warning(
+                    "--compile: torch.compile failed (%s: %s); decoding eagerly",
+                    type(error).__name__,
+                    str(error).splitlines()[0][:200],
+                )
         return self.model(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:  # supports_decode_cache, config, parameters
