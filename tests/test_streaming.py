@@ -67,6 +67,18 @@ def test_seen_positions_and_the_mask_ratio():
     assert visible_mask_ratio(masked, seen).tolist() == pytest.approx([3 / 7, 0.0])
 
 
+def test_a_tail_longer_than_the_rest_of_the_canvas_does_not_reach_back_before_the_block():
+    """The last block (columns 4..7) with a tail of 6: the forward sees the block and nothing
+    before it as tail (pruned_columns keeps min(tail, what is left)), so a fully masked last
+    block has mask ratio 1, not 4/6."""
+    seen = seen_after_block(torch.tensor([1]), block_length=4, gen_length=8, pruning=Pruning(0, 6))
+    assert seen[0].tolist() == [False] * 4 + [True] * 4
+    masked = torch.tensor([[False] * 4 + [True] * 4])
+    assert visible_mask_ratio(masked, seen).tolist() == [1.0]
+    columns, kept = pruned_columns([1], 0, 4, 8, Pruning(0, 6), "cpu")
+    assert columns[kept].tolist() == list(range(8))  # the forward: the committed block + this one
+
+
 @pytest.mark.parametrize("shifted", [False, True])
 def test_a_pruned_forward_equals_the_full_forward_that_ignores_the_pruned_columns(shifted):
     """Leaving columns out, at their true positions, is exactly attention without them."""

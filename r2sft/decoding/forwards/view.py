@@ -61,7 +61,9 @@ def seen_after_block(
     if pruning is None:
         return seen
     end = (start + block_length + pruning.window).clamp(max=gen_length)
-    return (seen & (position < end)) | (position >= gen_length - pruning.tail)
+    # The tail counts only from the block on: a tail longer than what is left after the block
+    # reaches back over committed positions the forward does not see as tail (pruned_columns).
+    return seen & ((position < end) | (position >= gen_length - pruning.tail))
 
 
 def visible_mask_ratio(generated_masked: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
