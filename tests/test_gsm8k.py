@@ -64,6 +64,14 @@ def write_split(folder: Path, rows: list[dict]) -> Path:
         ("Let me check the answer: 12 / 3 = 4. So 12.", "12"),  # no answer phrase mid-line
         ("The answer isn't 5, it is 6", "6"),
         ("#### 1,000,000", "1000000"),
+        # An equation after the answer checks it, prose after "the answer is" states nothing.
+        ("The answer is 6, since 6 = 2 x 3.", "6"),
+        ("#### 18 (check: 18 = 2 * 9)", "18"),
+        ("#### 2 pencils * 3 = 6", "6"),
+        ("#### 7\nI double-checked: the answer is consistent with step 2.", "7"),
+        ("#### 15\nNote: the answer is in dollars (100 cents = 1 dollar).", "15"),
+        ("The answer is 15.\nThe answer is not 12.", "15"),
+        ("The answer is therefore 42", "42"),  # no phrase: the last number
     ],
 )
 def test_extract_answer(text, expected):

@@ -27,12 +27,18 @@ from r2sft.tasks.files import find_split_file, load_hub_rows, read_jsonl, reject
 # The answer marker and the rest of its line (or the next line when the marker ends one).
 _MARKER = re.compile(r"####[ \t]*(?:\n[ \t]*)?([^\n]*)")
 # An answer phrase and the rest of its line (or the next line when the phrase ends one):
-# "... the (final) answer is N" anywhere (not "isn't"); "Answer: N", "Final answer: N",
+# "... the (final) answer is N" anywhere, with N right after it (not "isn't", not "the answer
+# is not 12", not "the answer is consistent with step 2"); "Answer: N", "Final answer: N",
 # "**Answer:** N" at the start of a line (so "check the answer: 12 / 3 = 4" is no answer).
 _PHRASE = re.compile(
-    r"(?:\banswer\s+is\b|^[ \t>#*_]*(?:final\s+)?answer[*_]*[ \t]*:)[ \t*_:]*(?:\n[ \t]*)?([^\n]*)",
+    r"(?:\banswer\s+is\b(?=[ \t*_:]*(?:\n[ \t]*)?[-\u2212$\\(.\d])"
+    r"|^[ \t>#*_]*(?:final\s+)?answer[*_]*[ \t]*:)[ \t*_:]*(?:\n[ \t]*)?([^\n]*)",
     re.IGNORECASE | re.MULTILINE,
 )
+# Where an answer fragment's leading statement ends: a parenthesis, a semicolon, a comma or
+# full stop before a space, "since" / "because". An equation after it ("#### 18 (check: 18 =
+# 2 * 9)", "6, since 6 = 2 x 3") checks the answer; it does not state it.
+_CLAUSE_END = re.compile(r"[(\[;]|[,.](?=\s)|\s(?:since|because)\b", re.IGNORECASE)
 # A line opening a new question: where lm-eval's GSM8K tasks stop generating ("Question:"
 # for gsm8k, "Q:" for gsm8k_cot); what follows it is another problem, not this answer.
 _NEW_QUESTION = re.compile(r"^[ \t>#*_]*(?:Question|Q)[*_]*[ \t]*:", re.MULTILINE)
@@ -60,14 +66,17 @@ def _clean(text: str) -> str:
 
 
 def _number_in(fragment: str) -> str | None:
-    """The answer a short answer fragment states: its first number, or the first after its
-    last ``=`` (``5 + 3 = 8``); None when it has none. ``240 dollars`` gives 240, ``1 400``
-    (a space or thin space between thousands) 1400. Only for what follows an answer marker,
+    """The answer a short answer fragment states: its first number, or, when its leading
+    statement is an equation (``5 + 3 = 8``), the first after that statement's last ``=``;
+    None when it has none. ``240 dollars`` gives 240, ``1 400`` (a space or thin space between
+    thousands) 1400, ``18 (check: 18 = 2 * 9)`` 18. Only for what follows an answer marker,
     phrase or box: in running text "step 1 200 apples" is two numbers."""
     text = _clean(fragment)
     text = _SPACED_THOUSANDS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
-    if "=" in text and _NUMBER.search(text.rsplit("=", 1)[1]):
-        text = text.rsplit("=", 1)[1]
+    clause_end = _CLAUSE_END.search(text)
+    statement = text[: clause_end.start()] if clause_end else text
+    if "=" in statement and _NUMBER.search(statement.rsplit("=", 1)[1]):
+        text = statement.rsplit("=", 1)[1]
     found = _NUMBER.search(text)
     return found.group(0) if found else None
 
