@@ -21,6 +21,8 @@ from r2sft.collect.selection import selection_key
 from r2sft.collect.shards import IncompatibleRunError, ShardStore
 from r2sft.config import ConfigError, parse_config
 from r2sft.decoding import DecoderArgs, DecoderConfig
+from r2sft.decoding.presets import PRESET_FILE
+from r2sft.paths import EMBEDDED_MODEL_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -326,6 +328,27 @@ def test_two_processes_select_the_same_as_one(
 def test_resume_with_other_settings_is_refused(tiny_model: Path, reference_run: Path) -> None:
     with pytest.raises(IncompatibleRunError, match="num_candidates: 3 -> 4"):
         collect(tiny_model, reference_run, num_candidates=4)
+
+
+def test_resume_notices_an_edited_preset_file(tiny_model: Path, tmp_path: Path) -> None:
+    """The same options, but the preset file they name was rewritten (a re-run tune): the
+    candidates would come from another decoder, so the resume is refused; a collection made
+    before the resolved decoders were recorded still resumes by its options."""
+    preset = json.loads((EMBEDDED_MODEL_DIR / PRESET_FILE).read_text())
+    path = tmp_path / "preset.json"
+    path.write_text(json.dumps(preset))
+    out = tmp_path / "run"
+    collect(tiny_model, out, num_prompts=2, preset=path)
+    assert collect(tiny_model, out, num_prompts=2, preset=path)["resumed"]
+    for decoder in preset["decoders"].values():
+        decoder["threshold"] = 0.7
+    path.write_text(json.dumps(preset))
+    with pytest.raises(IncompatibleRunError, match="resolved_decoders"):
+        collect(tiny_model, out, num_prompts=2, preset=path)
+    manifest = json.loads((out / "run.json").read_text())
+    del manifest["settings"]["resolved_decoders"]
+    (out / "run.json").write_text(json.dumps(manifest))
+    assert collect(tiny_model, out, num_prompts=2, preset=path)["resumed"]
 
 
 def test_resume_knows_the_same_model_under_another_spelling(

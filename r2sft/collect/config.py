@@ -16,6 +16,7 @@ from typing import Any
 
 from r2sft.collect.mix import MixEntry, allocate, default_mix, parse_mix_entry
 from r2sft.collect.selection import SELECTION_POLICIES, get_policy, policy_help
+from r2sft.collect.shards import RESOLVED_DECODERS
 from r2sft.config import option
 from r2sft.decoding import DecoderArgs, DecoderConfig, RedundancyConfig
 from r2sft.decoding.redundancy import ScoreArgs
@@ -262,8 +263,12 @@ class CollectConfig(TaskArgs, DecoderArgs, ScoreArgs):
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that determine the candidates; a resumed run must match them."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        """The settings that determine the candidates; a resumed run must match them. Besides
+        the options, the decoders they resolve to: a preset file edited between two runs
+        (a re-run ``r2sft.tune`` into the folder ``--preset`` names) changes the candidates
+        under the same options."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return {**settings, RESOLVED_DECODERS: self.plan().decoders()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

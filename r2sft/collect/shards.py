@@ -33,6 +33,9 @@ from r2sft.records import SCHEMA
 
 # The setting naming the model (CollectConfig.model): a path or Hub id as the user spelled it.
 _MODEL_SETTING = "model"
+# The settings' entry for the decoders the options resolved to (presets read). Collections made
+# before it was recorded lack it; they are compared by their options alone.
+RESOLVED_DECODERS = "resolved_decoders"
 
 
 class IncompatibleRunError(ValueError):
@@ -104,10 +107,12 @@ class ShardStore:
         # With both fingerprints at hand the model is compared by them (its resolved path
         # and weight files), not by how --model was spelled: 'data/tiny-llada', its absolute
         # path or a symlink to it name the same model.
-        by_fingerprint = {_MODEL_SETTING} if model and previous.get("model") else set()
+        not_compared = {_MODEL_SETTING} if model and previous.get("model") else set()
+        if RESOLVED_DECODERS not in old:
+            not_compared.add(RESOLVED_DECODERS)
         problems = [
             f"{key}: {old.get(key)!r} -> {settings.get(key)!r}"
-            for key in sorted((set(old) | set(settings)) - by_fingerprint)
+            for key in sorted((set(old) | set(settings)) - not_compared)
             if old.get(key) != settings.get(key)
         ]
         if model is not None and not _same_model(previous.get("model"), model):
