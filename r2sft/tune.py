@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs, DecoderConfig
+from r2sft.decoding.forwards import resolve_cache_mode
 from r2sft.decoding.presets import OFFICIAL, PRESET_FILE, RUN_FIELDS, DecoderPreset, write_preset
 from r2sft.paths import DATA_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
@@ -128,6 +129,8 @@ class TuneArgs(TaskArgs, DecoderArgs):
             raise ValueError(f"--limit {self.limit} must be >= 1.")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size {self.batch_size} must be >= 1.")
+        if self.budget < 1:
+            raise ValueError(f"--budget {self.budget} must be >= 1 (decodes of one example).")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             raise ValueError(f"--max_accuracy_drop {self.max_accuracy_drop} must be in [0, 1].")
         if self.write and not Path(self.model).is_dir():
@@ -185,13 +188,25 @@ def neighbours(setting: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 FORWARD_STAGES = ("threshold_alpha", "suffix", "cache_refresh")
+# Decoded first, whatever the budget: threshold 0.9 without early exit (the reference NFE),
+# with it (the accuracy to keep), and fixed one token per forward.
+REFERENCE_SETTINGS: tuple[tuple[dict[str, Any], bool], ...] = (
+    ({"decoder": "threshold", "threshold": 0.9}, False),
+    ({"decoder": "threshold", "threshold": 0.9}, True),
+    ({"decoder": "fixed"}, False),
+)
 
 
-def forward_candidates(stage: str, setting: dict[str, Any],
-                       decoder: DecoderConfig) -> list[dict[str, Any]]:  # fmt: skip
-    """The settings one forward-stage option away from ``setting`` (resolved: ``decoder``):
-    the threshold's alpha, the suffix window and tail, or the cache refresh."""
+def forward_candidates(stage: str, setting: dict[str, Any], decoder: DecoderConfig,
+                       cache_mode: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The settings one forward-stage option away from ``setting`` (resolved: ``decoder``,
+    which decodes with ``cache_mode``, ``"auto"`` resolved for the model): the threshold's
+    alpha, the suffix window and tail, or the cache refresh. Pruning needs a model with
+    r2sft's decoding cache (it passes positions) and a refresh a cache: ``cache_mode`` ``none``
+    leaves those stages empty."""
     block, gen = decoder.block_length, decoder.gen_length
+    if stage in ("suffix", "cache_refresh") and cache_mode == "none":
+        return []
     if stage == "threshold_alpha":
         if decoder.policy != "threshold":
             return []
@@ -243,19 +258,28 @@ def tune(args: TuneArgs) -> dict[str, Any]:
     examples = task.load(args.split, limit=args.limit)
     if not examples:
         raise ValueError(f"task {args.task!r} split {args.split!r} has no examples to tune on.")
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)  # fails now, not after the search
-    loaded = load_model(args.model, dtype=args.dtype, device=default_device(args.device))
+    max_settings = args.budget // len(examples)
+    if max_settings < len(REFERENCE_SETTINGS):
+        raise ValueError(
+            f"--budget {args.budget} decodes cannot cover the {len(REFERENCE_SETTINGS)} "
+            f"reference settings on {len(examples)} examples; give --budget >= "
+            f"{len(REFERENCE_SETTINGS) * len(examples)} (or a smaller --limit)."
+        )
     base_args = args.decoder_args(preset=OFFICIAL)
-    max_settings = max(1, args.budget // len(examples))
-    seen: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=max_settings, desc="tune", unit="setting", disable=not args.progress)
 
     def decoder_for(setting: dict[str, Any], early_exit: bool = True) -> DecoderConfig:
         name = setting["decoder"]
         overrides = {k: v for k, v in setting.items() if k != "decoder"}
         chosen = dataclasses.replace(base_args, decoder=name)
         return chosen.resolve(task, model=args.model, **{"early_exit": early_exit, **overrides})
+
+    for name in ("threshold", "r2"):  # the command line's decoder options: checked before work
+        decoder_for({"decoder": name})
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)  # fails now, not after the search
+    loaded = load_model(args.model, dtype=args.dtype, device=default_device(args.device))
+    seen: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=max_settings, desc="tune", unit="setting", disable=not args.progress)
 
     def run(setting: dict[str, Any], early_exit: bool = True) -> dict[str, Any] | None:
         key = setting_key({**setting, "early_exit": early_exit})
@@ -269,10 +293,9 @@ def tune(args: TuneArgs) -> dict[str, Any]:
         bar.update(1)
         return seen[key]
 
-    reference = run({"decoder": "threshold", "threshold": 0.9}, early_exit=False)
-    baseline = run({"decoder": "threshold", "threshold": 0.9})
+    reference, baseline, fixed = (run(*setting) for setting in REFERENCE_SETTINGS)
+    assert reference is not None and baseline is not None  # the budget covers them (checked)
     floor = baseline["accuracy"] - args.max_accuracy_drop
-    fixed = run({"decoder": "fixed"}, early_exit=False)  # the 1-token-per-forward reference
     curve = [r for r in map(run, threshold_settings()) if r is not None] + [baseline]
     grid = [r for r in map(run, r2_grid()) if r is not None]
     best = pick(grid, "r2", floor)
@@ -287,7 +310,9 @@ def tune(args: TuneArgs) -> dict[str, Any]:
         chosen = pick(list(seen.values()), name, floor)
         for stage in FORWARD_STAGES if chosen is not None else ():
             setting = settings_of(chosen) | {"decoder": name}
-            candidates = forward_candidates(stage, setting, decoder_for(setting))
+            decoder = decoder_for(setting)
+            cache_mode = resolve_cache_mode(loaded.model, decoder.cache)
+            candidates = forward_candidates(stage, setting, decoder, cache_mode)
             tried = [r for r in map(run, candidates) if r is not None]
             if stage == "suffix":
                 chosen = smallest_window(tried, chosen, floor)

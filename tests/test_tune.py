@@ -55,18 +55,23 @@ def test_grids_and_settings_round_trip():
 def test_forward_stage_candidates_and_the_smallest_window():
     decoder = DecoderConfig(gen_length=64, block_length=16)
     setting = {"decoder": "threshold", "threshold": 0.5}
-    alphas = forward_candidates("threshold_alpha", setting, decoder)
+    alphas = forward_candidates("threshold_alpha", setting, decoder, "dual")
     assert [c["threshold_alpha"] for c in alphas] == [0.1, 0.3, 0.5]
     assert all(c["threshold"] == 0.5 for c in alphas)
-    suffix = forward_candidates("suffix", setting, decoder)  # windows short of the canvas
+    suffix = forward_candidates("suffix", setting, decoder, "dual")  # windows short of the canvas
     assert {(c["suffix_window"], c["suffix_tail"]) for c in suffix} == {
         (16, 0), (16, 1), (32, 0), (32, 1)}  # fmt: skip
-    refresh = forward_candidates("cache_refresh", setting, decoder)
+    refresh = forward_candidates("cache_refresh", setting, decoder, "dual")
     assert [c["cache_refresh"] for c in refresh] == [4, 8]
+    # Without a cache (a model without r2sft's decoding cache, or --cache none) there is
+    # nothing to prune or refresh; the alpha stage still runs.
+    for stage in ("suffix", "cache_refresh"):
+        assert forward_candidates(stage, setting, decoder, "none") == []
+    assert len(forward_candidates("threshold_alpha", setting, decoder, "none")) == 3
     fixed = DecoderConfig(gen_length=64, block_length=16, policy="fixed")
-    assert forward_candidates("threshold_alpha", setting, fixed) == []
+    assert forward_candidates("threshold_alpha", setting, fixed, "dual") == []
     with pytest.raises(ValueError, match="forward stage"):
-        forward_candidates("speed", setting, decoder)
+        forward_candidates("speed", setting, decoder, "dual")
     current = {"accuracy": 0.6, "mean_nfe": 4.0}
     results = [
         {"suffix_window": 16, "suffix_tail": 1, "accuracy": 0.5, "mean_nfe": 4.0},  # inaccurate
@@ -149,3 +154,22 @@ def test_write_refuses_to_change_the_shipped_preset_and_names_write_to(tmp_path)
     assert f"{tmp_path / 'tune'}/{PRESET_FILE}" in message
     with pytest.raises(ValueError, match="--write_to .*no such folder"):
         TuneArgs(write_to=str(tmp_path / "missing"))
+
+
+def test_bad_budget_and_decoder_options_fail_before_any_work(tmp_path, monkeypatch):
+    """A budget that cannot cover the reference settings, or a decoder option that fails
+    resolution, is named before the model loads and before the output folder exists."""
+    import r2sft.tune
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(r2sft.tune, "load_model", no_load)
+    output = tmp_path / "tune"
+    with pytest.raises(ValueError, match="--budget 0 must be >= 1"):
+        TuneArgs(budget=0, output=str(output))
+    with pytest.raises(ValueError, match=r"--budget 3 .* give --budget >= 6"):
+        tune(TuneArgs(limit=2, budget=3, output=str(output), progress=False))
+    with pytest.raises(ValueError, match="block_length 48"):
+        tune(TuneArgs(limit=2, block_length=48, output=str(output), progress=False))
+    assert not output.exists()

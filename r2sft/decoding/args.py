@@ -98,9 +98,9 @@ DecoderArgs = optional_twin(
                 default=MODEL,
                 metadata={
                     "help": (
-                        "decoder settings: model (the model folder's r2sft_decoding.json, else official) | "
-                        "official (the R²-dLLM GSM8K values) | PATH (a preset JSON file or a folder "
-                        "holding one). Options given here override it."
+                        "decoder settings: model (the model folder's r2sft_decoding.json, "
+                        "else official) | official (the R²-dLLM GSM8K values) | PATH (a preset "
+                        "JSON file or a folder holding one). Options given here override it."
                     )
                 },
             ),
