@@ -204,13 +204,13 @@ class R2SFTLM(LM):
                 f"device {device!r} was asked for (lm-eval's --device defaults to cuda:0) but "
                 "CUDA is not available here; pass --device cpu."
             )
+        self.decoder = self.args.resolve(model=self.args.pretrained)  # errors before the load
         self.loaded = load_model(
             self.args.pretrained, dtype=self.args.dtype, device=device,
             trust_remote_code=self.args.trust_remote_code,
         )  # fmt: skip
         self._device = torch.device(device or "cpu")
         self.tokenizer = self.loaded.tokenizer
-        self.decoder = self.args.resolve(model=self.args.pretrained)
         self.costs = CostLog(self.args.pretrained, self.decoder)
         self._reported_kwargs: set[str] = set()
         if _cost_logs is not None:

@@ -113,14 +113,15 @@ def measure_model(
     decoder options, resolved against this model's preset): label -> metrics and decoder."""
     from tqdm.auto import tqdm
 
+    # Every setting resolved (presets read, values checked) before the model loads.
+    decoders = {label: options.resolve(task, model=model) for label, options in settings.items()}
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}
     # One bar over (setting, problem): with --levers a report decodes 10 settings per model.
     total = len(settings) * len(examples)
     with tqdm(total=total, desc=f"measure {Path(model).name}", unit="problem") as bar:
-        for label, options in settings.items():
+        for label, decoder in decoders.items():
             bar.set_postfix_str(label)
-            decoder = options.resolve(task, model=model)
             metrics = evaluate(loaded, task, examples, decoder, batch_size=batch_size,
                                on_batch=bar.update)  # fmt: skip
             results[label] = {key: metrics[key] for key in REPORTED_KEYS}

@@ -389,6 +389,22 @@ def test_push_to_hub_needs_a_token_and_never_prints_it(tmp_path, monkeypatch, ca
 # ----------------------------------------------------------------------------- tracking
 
 
+def test_a_bad_tracking_decoder_is_named_before_the_model_loads(tiny, tmp_path, monkeypatch):
+    """The tracking decoder is resolved from the data's canvas before the (long) model load:
+    a block that does not divide the canvas is an error first, with nothing written."""
+    import r2sft.training.run
+    from r2sft.training import train
+
+    def no_build(config):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(r2sft.training.run, "build_model", no_build)
+    config = tiny_config(tiny, tmp_path / "run", eval_limit=4, block_length=12)
+    with pytest.raises(ValueError, match="block_length 12"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_save_is_tracked_and_resume_keeps_the_curves(tiny, tmp_path):
     """Step 0 and each checkpoint decode the held-out prompts; a resumed run appends."""
     pytest.importorskip("r2sft.evaluate")

@@ -19,9 +19,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from r2sft.decoding import DecoderConfig
 from r2sft.hub import check_hub_access
 from r2sft.io import atomic_write_text
 from r2sft.specs import apply_lora, load_model
+from r2sft.tasks import Task
 from r2sft.training.config import TrainConfig, resume_fingerprint
 from r2sft.training.data import (
     TrajectoryCollator,
@@ -266,16 +268,16 @@ def build_model(config: TrainConfig) -> Any:
 def build_tracker(
     config: TrainConfig,
     loaded: Any,
-    canvas: dict[str, int],
+    task: Task,
+    decoder: DecoderConfig,
     resuming: bool = False,
     untracked_checkpoint: Path | None = None,
 ) -> CheckpointTracker:
-    task = config.make_task()
     examples = task.load(config.eval_split, limit=config.eval_limit) if config.eval_limit else []
     return CheckpointTracker(
         task=task,
         examples=examples,
-        decoder=config.resolve(task, defaults=canvas, model=config.model),
+        decoder=decoder,
         tokenizer=loaded.tokenizer,
         spec=loaded.spec,
         batch_size=config.per_device_eval_batch_size,
@@ -301,13 +303,17 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     check_output_dir(config, checkpoint)
     if config.push_to_hub:
         check_hub_access(config.hub_model_id)
+    # The tracking decoder (the data's canvas, the preset, the options): its errors before
+    # the model loads.
+    task = config.make_task()
+    decoder = config.resolve(task, defaults=canvas, model=config.model)
 
     loaded = build_model(config)
     # A kill right after a save leaves the checkpoint untracked: track it when resuming.
     untracked = None
     if checkpoint is not None and checkpoint.resolve().parent == config.output_path.resolve():
         untracked = None if (checkpoint / CHECKPOINT_METRICS_FILE).is_file() else checkpoint
-    tracker = build_tracker(config, loaded, canvas, checkpoint is not None, untracked)
+    tracker = build_tracker(config, loaded, task, decoder, checkpoint is not None, untracked)
     record = {"config": json.loads(config.to_json_string()),
               "resume_fingerprint": resume_fingerprint(config)}  # fmt: skip
     collator = TrajectoryCollator(
