@@ -90,7 +90,9 @@ class BenchStreamingArgs(TaskArgs):
                                    block_length=self.block_length, cache=cache,
                                    threshold_alpha=alpha, suffix_window=window,
                                    suffix_tail=tail)  # fmt: skip
-                found[label] = args.resolve(task, model=self.model)
+                # Unpruned rows are unpruned whatever the preset says (None = "not set" above).
+                unpruned = {} if choice else {"suffix_window": None, "suffix_tail": None}
+                found[label] = args.resolve(task, model=self.model, **unpruned)
         return found
 
 

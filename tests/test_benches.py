@@ -272,3 +272,28 @@ def test_import_times_split_per_interpreter():
     assert first == {"total_s": pytest.approx(0.002), "packages_s": {"torch": 0.002}}
     assert second == {"total_s": pytest.approx(0.0034),
                       "packages_s": {"r2sft": 0.003, "torch": 0.001}}  # fmt: skip
+
+
+def test_bench_streaming_plain_rows_are_unpruned_whatever_the_preset(tmp_path):
+    """A preset carrying a window (as r2sft.tune writes one) must not prune the plain and
+    alpha rows the pruned ones are compared with; a tiny run reports every setting."""
+    bench = load_bench("bench_streaming")
+    from r2sft.decoding.presets import PRESET_FILE
+    from r2sft.paths import EMBEDDED_MODEL_DIR
+
+    preset = json.loads((EMBEDDED_MODEL_DIR / PRESET_FILE).read_text())
+    for decoder in preset["decoders"].values():
+        decoder.update(suffix_window=16, suffix_tail=0)
+    path = tmp_path / "preset.json"
+    path.write_text(json.dumps(preset))
+    args = bench.BenchStreamingArgs(preset=str(path), decoders="threshold", gen_lengths="64",
+                                    caches="none", suffix_windows="32", limit=4, repeats=1,
+                                    output=str(tmp_path / "out.json"))  # fmt: skip
+    settings = args.settings(args.make_task())
+    assert {label: d.suffix_window for label, d in settings.items()} == {
+        "threshold gen64 none plain": None, "threshold gen64 none alpha": None,
+        "threshold gen64 none prune W32 T1": 32, "threshold gen64 none prune+alpha W32 T1": 32,
+    }  # fmt: skip
+    report = bench.run(args)
+    assert set(report["settings"]) == set(settings) and report["num_examples"] == 4
+    assert json.loads((tmp_path / "out.json").read_text()) == report
