@@ -450,3 +450,22 @@ def test_cache_reuse_refills_block_openings_and_decodes_batch_independently(cach
     off = generate(tiny_llada(seed=2), Spec(), PROMPTS, r2_config(cache=cache))
     same = generate(tiny_llada(seed=2), Spec(), PROMPTS, r2_config(cache=cache, cache_reuse=0))
     assert torch.equal(off.tokens, same.tokens)
+
+
+def test_a_refill_does_not_leave_the_cache_wider_than_the_canvas(monkeypatch):
+    """Rows in different blocks refill one span length from the earliest start; the columns
+    that reach past the canvas are padding, taken back after the forward (else every later
+    step attends over them)."""
+    widths = []
+    span = KVCache.span
+
+    def recorded(self, mode, *args, **kwargs):
+        widths.append((mode, self.length))
+        return span(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(KVCache, "span", recorded)
+    config = r2_config(gen_length=32, cache="dual", cache_reuse=3)
+    generate(tiny_llada(seed=2), Spec(), PROMPTS, config)
+    canvas = max(map(len, PROMPTS)) + config.gen_length
+    assert "refill" in {mode for mode, _ in widths}
+    assert max(width for _, width in widths) == canvas

@@ -126,7 +126,11 @@ def predict_logits(
         real = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         refilled = {"position_ids": position_ids.gather(1, inside),
                     "valid": real.gather(1, inside).bool() & (columns < total)}  # fmt: skip
+    width = cache.cache.length
     step = cache.cache.span(cache.mode, starts, length, cache.rows, **refilled)
     span_ids = input_ids.gather(1, inside)
     rows = (positions - shift).clamp(min=0) - first
-    return model(input_ids=span_ids, kv_cache=step, output_positions=rows).logits
+    logits = model(input_ids=span_ids, kv_cache=step, output_positions=rows).logits
+    if refill:  # one span length for all rows: past the canvas lie only masked columns
+        cache.cache.trim(max(width, total))
+    return logits

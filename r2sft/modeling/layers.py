@@ -314,6 +314,17 @@ class KVCache:
         self.key_mask = F.pad(self.key_mask, (0, extra), value=False)
         self.position_ids = F.pad(self.position_ids, (0, extra))
 
+    def trim(self, length: int) -> None:
+        """Keep only the first ``length`` columns per row (no-op when the cache is no wider).
+        For columns every row masks: a refill's span reaches past the canvas for rows whose
+        block starts later than the batch's earliest."""
+        if length >= self.length:
+            return
+        self.keys = [k[:, :, :length].contiguous() for k in self.keys]
+        self.values = [v[:, :, :length].contiguous() for v in self.values]
+        self.key_mask = self.key_mask[:, :length].contiguous()
+        self.position_ids = self.position_ids[:, :length].contiguous()
+
     def span(
         self,
         mode: Literal["prefix", "dual", "refill"],
@@ -335,7 +346,7 @@ class KVCache:
         ``"refill"``: attends like ``"prefix"``, then stores the span's keys and values, its
         RoPE ``position_ids`` and ``valid`` (which span columns are real) in the cache: a
         cheaper refill that keeps the cached columns before ``starts[r]`` (the cache widens
-        when the span reaches past it).
+        when the span reaches past it; :meth:`trim` takes back what only padding filled).
         """
         if not self.filled:
             raise ValueError("KVCache.span() needs a filled cache: run a fill step first")
