@@ -38,9 +38,14 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
+# The value that sets an option to None on purpose where a missing value (None) means "not
+# set here" (a decoder option over a preset): ``--suffix_window none``, ``suffix_window: none``
+# in YAML. Only fields whose metadata carries EXPLICIT_NONE take it (see optional_twin).
+NONE_WORD = "none"
+EXPLICIT_NONE = "explicit_none"
 # Field metadata that argparse must not see: the --help group, and what
-# r2sft.decoding.options.option declares (range check, flag name, source field).
-_OWN_METADATA = frozenset({"group", "check", "flag", "source"})
+# r2sft.decoding.options.option declares (range check, flag name, source field, NONE_WORD).
+_OWN_METADATA = frozenset({"group", "check", "flag", "source", EXPLICIT_NONE})
 
 
 class ConfigError(ValueError):
@@ -88,6 +93,26 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return True  # enums, nested types: left to the dataclass's own validation
 
 
+def explicit_none_fields(dataclass_types: tuple[type, ...]) -> frozenset[str]:
+    """The fields of ``dataclass_types`` that take :data:`NONE_WORD`."""
+    return frozenset(
+        field.name
+        for cls in dataclass_types
+        for field in dataclasses.fields(cls)
+        if field.metadata.get(EXPLICIT_NONE)
+    )
+
+
+def _or_none_word(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type that also takes :data:`NONE_WORD` (kept as that word)."""
+
+    def parse(text: str) -> Any:
+        return NONE_WORD if text.strip().lower() == NONE_WORD else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse's "invalid X value"
+    return parse
+
+
 def load_yaml_config(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """Read a YAML mapping and check every key and scalar type against the dataclasses."""
     path = Path(path)
@@ -115,7 +140,10 @@ def check_config_values(
             the nearest valid ones, or the wrongly typed value and the expected type.
     """
     hints = _field_types(dataclass_types)
+    takes_none_word = explicit_none_fields(dataclass_types)
     for key, value in values.items():
+        if key in takes_none_word and value == NONE_WORD:
+            continue
         if key not in hints:
             raise ConfigError(
                 f"{source}: unknown config key {key!r}.{_suggest(str(key), sorted(hints))} "
@@ -292,6 +320,10 @@ class OptionParser(HfArgumentParser):
             before = len(self._actions)
             self._parse_dataclass_field(group, shown)
             _describe(self._actions[before:])
+            if field.metadata.get(EXPLICIT_NONE):
+                for action in self._actions[before:]:
+                    action.type = _or_none_word(action.type or str)
+                    action.metavar = f"{action.metavar}|{NONE_WORD}" if action.metavar else None
 
     def format_help(self) -> str:
         formatter = self._get_formatter()

@@ -73,7 +73,7 @@ except ImportError as error:  # the optional dependency is missing: say how to g
         '`pip install -e ".[eval]"` (lm-eval >= 0.4.10, < 0.5).'
     ) from error
 
-from r2sft.config import check_config_values
+from r2sft.config import NONE_WORD, check_config_values, explicit_none_fields
 from r2sft.decoding import DecoderArgs, DecoderConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import cost_summary, decode_rows, model_max_length
@@ -119,14 +119,16 @@ def harness_args(values: dict[str, Any], source: str = "--model_args") -> Harnes
     """Check lm-eval's parsed model arguments against :class:`HarnessArgs` and build it.
 
     lm-eval parses ``none`` as None; for an option whose values include the word "none"
-    (``token_cluster_mode=none``) a None is taken as that word, since setting an option to
+    (``token_cluster_mode=none``), or that takes it to mean None over the preset
+    (``suffix_window=none``), a None is taken as that word, since setting an option to
     "unset" would be meaningless.
     """
     hints = typing.get_type_hints(HarnessArgs)
+    takes_none_word = explicit_none_fields((HarnessArgs,))
     fixed = dict(values)
     for key, value in values.items():
-        if value is None and "'none'" in str(hints.get(key, "")):
-            fixed[key] = "none"
+        if value is None and (key in takes_none_word or "'none'" in str(hints.get(key, ""))):
+            fixed[key] = NONE_WORD
     if fixed.get("batch_size") == "auto":
         raise ValueError(
             f"{source}: batch_size=auto is not supported by the r2sft model; give a number "

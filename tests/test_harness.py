@@ -73,6 +73,8 @@ def test_model_args_are_checked_against_the_decoder_options():
         harness_args({"batch_size": "auto"})
     # lm-eval parses `token_cluster_mode=none` into None: that can only mean the word.
     assert harness_args({"token_cluster_mode": None}).resolve().token_cluster_mode == "none"
+    # ... and `suffix_window=none`: no pruning, over a preset that prunes.
+    assert harness_args({"suffix_window": None}).decoder_overrides() == {"suffix_window": None}
 
 
 def test_model_args_win_over_lm_evals_cli_defaults(tiny_model):

@@ -57,6 +57,30 @@ def test_model_preset_is_the_default_and_options_override_it(model_dir):
     assert (flagged.tau_s, flagged.tau_t, flagged.early_exit) == (0.5, 0.3, False)
 
 
+def test_none_turns_off_an_option_the_preset_sets(model_dir, tmp_path):
+    """A preset with a window (as r2sft.tune writes one): ``none`` unsets it on the command
+    line, in YAML and in code, where leaving the option out keeps the preset's."""
+    pruned = DecoderPreset("pruned", decoders={"r2": {"suffix_window": 16, "steps": 8}})
+    write_preset(model_dir, pruned)
+    model = ["--model", str(model_dir)]
+    kept = parse_config(EvaluateArgs, args=model).resolve(Canvas, model=str(model_dir))
+    assert (kept.suffix_window, kept.steps) == (16, 8)
+    flags = [*model, "--suffix_window", "none", "--steps", "None"]
+    off = parse_config(EvaluateArgs, args=flags).resolve(Canvas, model=str(model_dir))
+    assert (off.suffix_window, off.steps) == (None, None)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {model_dir}\nsuffix_window: none\n")
+    from_yaml = parse_config(EvaluateArgs, args=["--config", str(config)])
+    assert from_yaml.resolve(Canvas, model=str(model_dir)).suffix_window is None
+    assert DecoderArgs(suffix_window="none").resolve(Canvas, model=str(model_dir)).steps == 8
+    # Only where None means something: a threshold has no "none".
+    with pytest.raises(SystemExit):
+        parse_config(EvaluateArgs, args=["--threshold", "none"])
+    with pytest.raises(ValueError, match="threshold"):
+        config.write_text("threshold: none\n")
+        parse_config(EvaluateArgs, args=["--config", str(config)])
+
+
 def test_official_preset_ignores_the_model_file(model_dir):
     decoder = DecoderArgs(preset="official").resolve(Canvas, model=str(model_dir))
     assert (decoder.threshold, decoder.tau_s, decoder.temporal_k) == (0.9, 0.8, 3)

@@ -8,6 +8,10 @@ and the command-line layer (:func:`optional_twin`: the same fields, each default
 
 A ``Literal[...]`` annotation is its own check: the value must be one of its choices, and
 the command line offers them as choices.
+
+Where a field's own default is None and None means something (``suffix_window``: no pruning),
+its twin takes the word ``none`` (:data:`~r2sft.config.NONE_WORD`) to set that None on
+purpose, over a preset: ``--suffix_window none``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from r2sft.config import EXPLICIT_NONE, NONE_WORD
 
 Check = Callable[[Any], str | None]
 """A range check: None when the value is fine, else what is wrong ("must be >= 0")."""
@@ -79,7 +85,7 @@ def check_options(instance: Any, names: Iterable[str] | None = None, prefix: str
         if wanted is not None and item.name not in wanted:
             continue
         value = getattr(instance, item.name)
-        if value is None:
+        if value is None or (value == NONE_WORD and item.metadata.get(EXPLICIT_NONE)):
             continue
         label = f"{prefix}{_flag(item)}"
         allowed = choices_of(hints.get(item.name))
@@ -106,7 +112,8 @@ def optional_twin(
     None``, named by its ``flag``, with the same help (plus "not set: ...") and check.
 
     ``leading`` fields come first (e.g. the decoder name); ``bases`` give the methods; each
-    help ends with ``(None: default_label source-default)``.
+    help ends with ``(None: default_label source-default)``. A field whose source default is
+    None also takes :data:`~r2sft.config.NONE_WORD`: that None, set here.
     """
     hints = typing.get_type_hints(source)
     skipped = set(skip)
@@ -116,6 +123,12 @@ def optional_twin(
             continue
         metadata = {**item.metadata, "flag": None, "source": item.name}
         metadata["help"] = f"{item.metadata['help']} (None: {default_label} {item.default!r})"
+        if item.default is None:
+            metadata[EXPLICIT_NONE] = True
+            metadata["help"] = (
+                f"{item.metadata['help']} (not set: {default_label} None; {NONE_WORD}: None "
+                "whatever the preset says)"
+            )
         fields.append(
             (_flag(item), hints[item.name] | None, dataclasses.field(default=None,
                                                                      metadata=metadata))
@@ -135,5 +148,6 @@ def set_fields(instance: Any, twin: type) -> dict[str, Any]:
         origin = item.metadata.get("source")
         value = getattr(instance, item.name)
         if origin is not None and value is not None:
-            values[origin] = value
+            explicit_none = value == NONE_WORD and item.metadata.get(EXPLICIT_NONE)
+            values[origin] = None if explicit_none else value
     return values
