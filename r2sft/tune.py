@@ -19,7 +19,9 @@ temporal aggregation) until nothing improves or the budget is spent. Then, from 
 decoder's pick, a forward stage: Streaming-dLLM's mask-aware threshold (``threshold_alpha``),
 suffix pruning (the smallest ``suffix_window`` / ``suffix_tail`` that keeps the accuracy with
 at most 5% more forwards: a window makes every forward cheaper) and the KV cache's refresh
-(``cache_refresh``: kept only where it buys back accuracy, since each refresh is a forward).
+(``cache_refresh``: kept only where it lowers the mean forwards, its own refills counted,
+within the accuracy floor; the pick already meets the floor, so a refresh that only buys
+accuracy is not kept).
 Every setting decodes with early exit, which leaves responses unchanged. Per decoder
 (``threshold``, ``r2``) the pick is the setting with the fewest mean forwards whose accuracy
 is at most ``--max_accuracy_drop`` below threshold 0.9's. Output: a JSON report (printed,

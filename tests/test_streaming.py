@@ -224,6 +224,29 @@ def test_compiled_dual_step_decodes_the_same_tokens_as_eager(caplog):
                                                r2_config(cache="prefix")).tokens)  # fmt: skip
 
 
+def test_a_compiled_step_falls_back_on_a_compiler_error_but_not_on_running_out_of_memory():
+    from r2sft.decoding.forwards.cached import CompiledStep
+
+    model = tiny_llada(seed=2)
+    step = CompiledStep(model)
+    ids = torch.tensor([[3, 4, 5]])
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    step.compiled = out_of_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        step(input_ids=ids)
+    assert not step.failed
+
+    def compiler_error(*args, **kwargs):
+        raise RuntimeError("inductor: no C++ compiler")
+
+    step.compiled = compiler_error
+    logits = step(input_ids=ids).logits  # the eager model, with one warning
+    assert step.failed and torch.equal(logits, model(input_ids=ids).logits)
+
+
 FIXTURE = Path(__file__).parent / "fixtures" / "streaming_dllm" / "fixture.json"
 
 

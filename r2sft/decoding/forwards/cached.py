@@ -58,6 +58,8 @@ class CompiledStep:
                 # that assumes they stay equal (one recompile per coincidence otherwise).
                 with torch.fx.experimental._config.patch(use_duck_shape=False):
                     return self.compiled(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise  # the batch's memory, not the compiler: eager would hide it, not fix it
             except Exception as error:  # noqa: BLE001  (any compiler failure: decode eagerly)
                 self.failed = True
                 logger.warning(
