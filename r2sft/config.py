@@ -319,6 +319,11 @@ class OptionParser(HfArgumentParser):
             shown.type = hints[field.name]
             before = len(self._actions)
             self._parse_dataclass_field(group, shown)
+            main = self._actions[before]
+            if main.type is string_to_bool and main.nargs is None:
+                # An optional boolean (None: from the preset) takes the bare flag as true,
+                # like the plain booleans: --compile is --compile true.
+                main.nargs, main.const = "?", True
             _describe(self._actions[before:])
             if field.metadata.get(EXPLICIT_NONE):
                 for action in self._actions[before:]:

@@ -137,10 +137,12 @@ def test_help_of_a_demo_command(capsys):
     assert text.index("model and data:") < text.index("training:") < text.index("tracking:")
     assert "  --model TEXT " in text and "  --steps INT " in text
     assert "--track [true|false]" in text and "--no_track means false" in text
-    assert "--quiet true|false" in text  # optional boolean: a value is required
+    assert "--quiet [true|false]" in text  # optional boolean: the bare flag means true too
     # The flags still parse, under either spelling, and the group key is not an argparse kwarg.
     demo = parse_config(Demo, args=["--no_track", "--steps", "5", "--quiet", "true"])
     assert (demo.track, demo.steps, demo.quiet) == (False, 5, True)
+    assert parse_config(Demo, args=["--quiet", "--steps", "5"]).quiet is True
+    assert parse_config(Demo, args=[]).quiet is None  # not set: the caller's default
 
 
 def test_harness_help_names_r2sft_part_before_lm_evals(capsys):
