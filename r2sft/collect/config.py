@@ -1,9 +1,9 @@
 """Settings of a collection run (``collect.py``): what to decode, how many candidates, where.
 
 Every field is a ``--flag`` of ``collect.py`` and a key of its ``--config`` YAML (see
-:func:`r2sft.config.parse_config`). Decoder fields left at None take the task's canvas,
-then the ``decoder`` preset's value (:meth:`r2sft.decoding.DecoderArgs.resolve`); scoring
-fields left at None take :class:`r2sft.decoding.RedundancyConfig`'s defaults. The
+:func:`r2sft.config.parse_config`). Decoder fields left at None take the preset's value,
+then the task's canvas, then the official values (:meth:`r2sft.decoding.DecoderArgs.resolve`);
+scoring fields left at None take :class:`r2sft.decoding.RedundancyConfig`'s defaults. The
 defaults run on the embedded model and task, offline, in minutes on a CPU.
 """
 
