@@ -77,7 +77,7 @@ from r2sft.config import NONE_WORD, check_config_values, explicit_none_fields
 from r2sft.decoding import DecoderArgs, DecoderConfig
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.scoring import cost_summary, decode_rows, model_max_length
-from r2sft.specs import decode_response, load_model, render_chat
+from r2sft.specs import decode_response, load_model, render_chat, require_model_download
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ class R2SFTLM(LM):
                 f"device {device!r} was asked for (lm-eval's --device defaults to cuda:0) but "
                 "CUDA is not available here; pass --device cpu."
             )
+        require_model_download(self.args.pretrained)  # an unreachable Hub, named first
         self.decoder = self.args.resolve(model=self.args.pretrained)  # errors before the load
         self.loaded = load_model(
             self.args.pretrained, dtype=self.args.dtype, device=device,

@@ -32,7 +32,7 @@ from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs
 from r2sft.paths import DEFAULT_TRAIN_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
-from r2sft.specs import default_device, load_model
+from r2sft.specs import default_device, load_model, require_model_download
 from r2sft.tasks import Task, TaskArgs
 
 REPORTED_KEYS = ("accuracy", "mean_nfe", "tokens_per_forward", "mean_r_total", "num_examples")
@@ -114,6 +114,7 @@ def measure_model(
     from tqdm.auto import tqdm
 
     # Every setting resolved (presets read, values checked) before the model loads.
+    require_model_download(model)
     decoders = {label: options.resolve(task, model=model) for label, options in settings.items()}
     loaded = load_model(model, dtype=dtype, device=default_device(device))
     results = {}

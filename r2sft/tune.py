@@ -55,7 +55,7 @@ from r2sft.decoding.forwards import resolve_cache_mode
 from r2sft.decoding.presets import OFFICIAL, PRESET_FILE, RUN_FIELDS, DecoderPreset, write_preset
 from r2sft.paths import DATA_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
-from r2sft.specs import default_device, load_model
+from r2sft.specs import default_device, load_model, require_model_download
 from r2sft.tasks import TaskArgs
 
 REPORT_FILE = "tune.json"
@@ -275,6 +275,7 @@ def tune(args: TuneArgs) -> dict[str, Any]:
         chosen = dataclasses.replace(base_args, decoder=name)
         return chosen.resolve(task, model=args.model, **{"early_exit": early_exit, **overrides})
 
+    require_model_download(args.model)  # before the preset is read from the model's Hub repo
     for name in ("threshold", "r2"):  # the command line's decoder options: checked before work
         decoder_for({"decoder": name})
     output = Path(args.output)

@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 from r2sft.decoding import DecoderConfig
 from r2sft.hub import check_hub_access
 from r2sft.io import atomic_write_text
-from r2sft.specs import apply_lora, load_model
+from r2sft.specs import apply_lora, load_model, require_model_download
 from r2sft.tasks import Task
 from r2sft.training.config import TrainConfig, resume_fingerprint
 from r2sft.training.data import (
@@ -306,6 +306,7 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     # The tracking decoder (the data's canvas, the preset, the options): its errors before
     # the model loads.
     task = config.make_task()
+    require_model_download(config.model)  # an unreachable Hub named for the model first
     decoder = config.resolve(task, defaults=canvas, model=config.model)
 
     loaded = build_model(config)
