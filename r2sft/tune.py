@@ -31,8 +31,10 @@ also stores the preset in the model's folder, which every r2sft entry point then
 default; the models shipped in the checkout's ``data/`` are changed only by naming them,
 ``--write_to data/tiny-llada``.
 
-Decoder options given on the command line (e.g. ``--gen_length``) fix those values for the
-whole search; everything else starts from the official values.
+Decoder options given on the command line (e.g. ``--gen_length``, ``--cache``) fix those
+values for the whole search; everything else starts from the official values. Options the
+search sets itself (the thresholds, the R² and forward-stage options, early exit) and
+``--preset`` are refused rather than silently overridden.
 """
 
 from __future__ import annotations
@@ -52,7 +54,14 @@ from tqdm.auto import tqdm
 from r2sft.config import option, parse_config
 from r2sft.decoding import DecoderArgs, DecoderConfig
 from r2sft.decoding.forwards import resolve_cache_mode
-from r2sft.decoding.presets import OFFICIAL, PRESET_FILE, RUN_FIELDS, DecoderPreset, write_preset
+from r2sft.decoding.presets import (
+    MODEL,
+    OFFICIAL,
+    PRESET_FILE,
+    RUN_FIELDS,
+    DecoderPreset,
+    write_preset,
+)
 from r2sft.paths import DATA_DIR, EMBEDDED_MODEL_DIR, OUTPUTS_DIR
 from r2sft.scoring import evaluate
 from r2sft.specs import default_device, load_model, require_model_download
@@ -71,6 +80,13 @@ ALPHAS = (0.1, 0.3, 0.5)
 WINDOW_BLOCKS = (1, 2, 3, 4)
 TAILS = (0, 1)
 REFRESH_SHARES = (0.25, 0.5)
+# The decoder options the search sets itself (early exit: on in every setting, off for the
+# reference): given on the command line they would be silently overridden, so they are refused.
+SEARCHED_FIELDS = frozenset({
+    "threshold", "tau_s", "tau_t", "temporal_k", "window", "token_cluster_mode",
+    "temporal_agg", "threshold_alpha", "suffix_window", "suffix_tail", "cache_refresh",
+    "early_exit",
+})  # fmt: skip
 # A pruned window is kept when its mean NFE stays within this factor of the pick's: a window
 # makes every forward cheaper, so a few more forwards can still be faster.
 WINDOW_NFE_SLACK = 1.05
@@ -127,6 +143,19 @@ class TuneArgs(TaskArgs, DecoderArgs):
     def __post_init__(self) -> None:
         self.check_task_args()
         self.check_decoder_args()
+        searched = sorted(set(self.decoder_overrides()) & SEARCHED_FIELDS)
+        if searched:
+            flags = ", ".join(f"--{name}" for name in searched)
+            raise ValueError(
+                f"{flags}: r2sft.tune sets {'these' if len(searched) > 1 else 'this'} itself "
+                "in the search; leave them out. Other decoder options (--gen_length, "
+                "--block_length, --cache, --compile...) fix their values for the whole search."
+            )
+        if self.preset != MODEL:
+            raise ValueError(
+                f"--preset {self.preset}: r2sft.tune starts from the official values whatever "
+                "the preset (it writes a new one); leave --preset out."
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit} must be >= 1.")
         if self.batch_size < 1:

@@ -173,3 +173,14 @@ def test_bad_budget_and_decoder_options_fail_before_any_work(tmp_path, monkeypat
     with pytest.raises(ValueError, match="block_length 48"):
         tune(TuneArgs(limit=2, block_length=48, output=str(output), progress=False))
     assert not output.exists()
+
+
+def test_options_the_search_sets_itself_are_refused_not_overridden():
+    with pytest.raises(ValueError, match=r"--threshold, --threshold_alpha: r2sft.tune sets these"):
+        TuneArgs(threshold=0.8, threshold_alpha=0.3)
+    with pytest.raises(ValueError, match="--early_exit: r2sft.tune sets this"):
+        TuneArgs(early_exit=False)
+    with pytest.raises(ValueError, match="--preset official: r2sft.tune starts from the official"):
+        TuneArgs(preset="official")
+    assert TuneArgs(gen_length=128, cache="prefix").decoder_overrides() == {
+        "gen_length": 128, "cache": "prefix"}  # fmt: skip
