@@ -72,6 +72,9 @@ def write_split(folder: Path, rows: list[dict]) -> Path:
         ("#### 15\nNote: the answer is in dollars (100 cents = 1 dollar).", "15"),
         ("The answer is 15.\nThe answer is not 12.", "15"),
         ("The answer is therefore 42", "42"),  # no phrase: the last number
+        # LaTeX math delimiters are no parentheses: the equation is the statement.
+        ("The answer is \\[ 3 \\times 4 = 12 \\]", "12"),
+        ("The answer is \\( 3 \\times 4 = 12 \\)", "12"),
     ],
 )
 def test_extract_answer(text, expected):

@@ -38,7 +38,7 @@ _PHRASE = re.compile(
 # Where an answer fragment's leading statement ends: a parenthesis, a semicolon, a comma or
 # full stop before a space, "since" / "because". An equation after it ("#### 18 (check: 18 =
 # 2 * 9)", "6, since 6 = 2 x 3") checks the answer; it does not state it.
-_CLAUSE_END = re.compile(r"[(\[;]|[,.](?=\s)|\s(?:since|because)\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[(;]|[,.](?=\s)|\s(?:since|because)\b", re.IGNORECASE)
 # A line opening a new question: where lm-eval's GSM8K tasks stop generating ("Question:"
 # for gsm8k, "Q:" for gsm8k_cot); what follows it is another problem, not this answer.
 _NEW_QUESTION = re.compile(r"^[ \t>#*_]*(?:Question|Q)[*_]*[ \t]*:", re.MULTILINE)
@@ -48,6 +48,7 @@ _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*(-?[\d.]+)\s*\}")
 _LATEX_SPACING = re.compile(r"\\[,!;: ]|\{,\}")
+_LATEX_MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # Digit groups split by a space, no-break space or thin space (U+2009, U+202F): a first group
 # of 1-3 digits, then only groups of exactly 3 ("1 400", "12 345 678"; not "14 apples 3").
@@ -56,11 +57,13 @@ _SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})
 
 def _clean(text: str) -> str:
     """Text with its numbers in plain form: no currency signs (so ``-$10`` keeps its sign),
-    thousands separators, LaTeX spacing or ``\\text{}`` wrappers; ``\\frac{a}{b}`` as a/b."""
+    thousands separators, LaTeX spacing, math delimiters or ``\\text{}`` wrappers;
+    ``\\frac{a}{b}`` as a/b."""
     text = text.replace("\u2212", "-")  # a Unicode minus
     text = _LATEX_TEXT.sub(r" \1 ", text)
     text = _LATEX_FRACTION.sub(r"\1/\2", text)
     text = _LATEX_SPACING.sub("", text)
+    text = _LATEX_MATH_DELIMITERS.sub(" ", text)  # \( 3 \times 4 = 12 \): no parenthesis
     text = text.replace("\\$", "").replace("$", "").replace("\\%", "%")
     return _THOUSANDS.sub("", text)
 
