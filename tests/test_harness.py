@@ -89,6 +89,18 @@ def test_model_args_win_over_lm_evals_cli_defaults(tiny_model):
     assert parsed.args.batch_size == 3 and parsed.decoder.policy == "fixed"
 
 
+def test_a_decoder_that_fails_resolution_is_named_before_the_model_loads(tiny_model, monkeypatch):
+    import r2sft.harness
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(r2sft.harness, "load_model", no_load)
+    with pytest.raises(ValueError, match="block_length 48"):
+        R2SFTLM.create_from_arg_obj({"pretrained": str(tiny_model), "gen_length": 64,
+                                     "block_length": 48}, {"device": "cpu"})  # fmt: skip
+
+
 def test_the_models_decoder_preset_applies_under_given_options(tiny_model, tmp_path):
     from r2sft.decoding.presets import PRESET_FILE, DecoderPreset
 

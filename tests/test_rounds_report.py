@@ -164,3 +164,18 @@ def test_round_evaluation_decodes_with_the_chosen_preset(tmp_path: Path, monkeyp
     assert set(result) == {"model", "threshold", "r2"}
     assert all(s.preset == "official" and s.early_exit for s in seen.values())
     assert json.loads((tmp_path / "eval.json").read_text()) == result
+
+
+def test_report_resolves_every_setting_before_the_model_loads(monkeypatch):
+    import r2sft.report
+    from r2sft.decoding import DecoderArgs
+    from r2sft.paths import EMBEDDED_MODEL_DIR
+    from r2sft.tasks import get_task
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(r2sft.report, "load_model", no_load)
+    settings = {"ok": DecoderArgs(), "bad": DecoderArgs(gen_length=64, block_length=48)}
+    with pytest.raises(ValueError, match="block_length 48"):
+        r2sft.report.measure_model(str(EMBEDDED_MODEL_DIR), get_task("arith"), [], settings)
