@@ -9,6 +9,8 @@ from r2sft.decoding import DecoderConfig
 from r2sft.decoding.presets import PRESET_FILE, read_preset
 from r2sft.paths import EMBEDDED_MODEL_DIR
 from r2sft.tune import (
+    FORWARD_STAGES,
+    SEARCHED_FIELDS,
     TuneArgs,
     forward_candidates,
     neighbours,
@@ -173,6 +175,17 @@ def test_bad_budget_and_decoder_options_fail_before_any_work(tmp_path, monkeypat
     with pytest.raises(ValueError, match="block_length 48"):
         tune(TuneArgs(limit=2, block_length=48, output=str(output), progress=False))
     assert not output.exists()
+
+
+def test_the_refused_options_are_exactly_those_the_search_sets():
+    """SEARCHED_FIELDS is a list kept by hand: it must follow the search steps."""
+    decoder = DecoderConfig(gen_length=64, block_length=16)
+    base = r2_grid()[0]
+    settings = [*threshold_settings(), *r2_grid(), *neighbours(base)]
+    settings += [c for stage in FORWARD_STAGES
+                 for c in forward_candidates(stage, base, decoder, "dual")]  # fmt: skip
+    searched = {key for setting in settings for key in setting} - {"decoder"}
+    assert searched | {"early_exit"} == SEARCHED_FIELDS
 
 
 def test_options_the_search_sets_itself_are_refused_not_overridden():
